@@ -1,0 +1,233 @@
+"""One configuration schema for every entry point: `flwr run`, the CLI, sweeps and tests.
+
+Settings are flat kebab-case keys (Flower's run-config style). ``RunConfig.from_mapping`` merges defaults with
+overrides, checks every key, type and range once, and raises ``ConfigError`` naming the key, the value and what
+is allowed. The defaults here are the ones in ``pyproject.toml``'s ``[tool.flwr.app.config]`` (a test checks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcompress.errors import ConfigError
+
+__all__ = ["RunConfig", "load_config_file", "parse_overrides"]
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "client_sampling": ("fixed", "poisson"),
+    "model": ("unet", "dncnn"),
+    "dp": ("none", "sample", "client"),
+    "dp_noise": ("local", "central"),
+    "accountant": ("prv", "rdp"),
+    "release": ("all", "minimal"),
+}
+# (low, high, low_inclusive) for numbers; high is always inclusive.
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "num_rounds": (1, 100_000, True),
+    "num_clients": (1, 100_000, True),
+    "fraction_train": (0.0, 1.0, False),
+    "min_clients": (1, 100_000, True),
+    "local_epochs": (1, 1000, True),
+    "batch_size": (1, 100_000, True),
+    "lr": (0.0, 100.0, False),
+    "momentum": (0.0, 0.999, True),
+    "server_lr": (0.0, 100.0, False),
+    "server_momentum": (0.0, 0.999, True),
+    "seed": (0, 2**31 - 1, True),
+    "image_size": (8, 512, True),
+    "samples_per_client": (1, 1_000_000, True),
+    "test_samples": (1, 1_000_000, True),
+    "proxy_samples": (1, 1_000_000, True),
+    "non_iid": (0.0, 1.0, True),
+    "width": (1, 512, True),
+    "target_epsilon": (0.0, 1e6, True),
+    "noise_multiplier": (0.0, 1e6, True),
+    "clip_norm": (0.0, 1e6, False),
+    "delta": (0.0, 0.1, False),
+    "max_epsilon": (0.0, 1e6, True),
+    "round_timeout": (1.0, 86_400.0, True),
+    "student_width": (1, 512, True),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Every setting of a federated run. Field ``num_rounds`` is key ``num-rounds``, and so on.
+
+    Numbers that mean "not set" use 0 or "" because Flower's run config holds only int/float/bool/str:
+    ``target-epsilon = 0`` means "use ``noise-multiplier``", ``max-epsilon = 0`` means "no budget",
+    ``out-dir = ""`` means "a fresh folder under ./runs".
+    """
+
+    num_rounds: int = 5
+    num_clients: int = 8
+    fraction_train: float = 1.0
+    client_sampling: str = "fixed"
+    min_clients: int = 2
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.9
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    codec: str = "balanced"
+    downlink_codec: str = "none"
+    error_feedback: bool = True
+    seed: int = 0
+    dataset: str = "phantoms"
+    image_size: int = 32
+    samples_per_client: int = 64
+    test_samples: int = 128
+    proxy_samples: int = 256
+    non_iid: float = 0.5
+    model: str = "unet"
+    width: int = 16
+    dp: str = "none"
+    dp_noise: str = "local"
+    pre_noise: str = ""
+    target_epsilon: float = 0.0
+    noise_multiplier: float = 0.0
+    clip_norm: float = 0.05
+    delta: float = 1e-5
+    accountant: str = "prv"
+    max_epsilon: float = 0.0
+    release: str = "all"
+    round_timeout: float = 300.0
+    distill: bool = False
+    student_width: int = 4
+    out_dir: str = ""
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_field(field, getattr(self, field.name))
+        self._check_relations()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """All setting keys in kebab-case, in declaration order."""
+        return tuple(_key(f.name) for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None) -> RunConfig:
+        """Build from kebab-case (or snake_case) keys; unknown keys and bad values raise ``ConfigError``."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in (values or {}).items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r}; allowed settings: {', '.join(cls.keys())}")
+            kwargs[name] = _coerce(name, known[name].type, value)
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (snake_case names), validated again."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Kebab-case mapping of every setting (Flower run-config shape, JSON-safe)."""
+        return {_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def private(self) -> bool:
+        """Whether any differential privacy is applied."""
+        return self.dp != "none"
+
+    def _check_relations(self) -> None:
+        if self.min_clients > self.num_clients:
+            raise ConfigError(
+                f"min-clients={self.min_clients} is larger than num-clients={self.num_clients}; "
+                "allowed: 1..num-clients"
+            )
+        if self.private and self.target_epsilon == 0.0 and self.noise_multiplier == 0.0:
+            raise ConfigError(
+                f"dp={self.dp!r} needs target-epsilon > 0 or noise-multiplier > 0 (both are 0)"
+            )
+        if self.private and self.target_epsilon > 0.0 and self.noise_multiplier > 0.0:
+            raise ConfigError(
+                f"give either target-epsilon ({self.target_epsilon}) or noise-multiplier "
+                f"({self.noise_multiplier}), not both"
+            )
+        if self.pre_noise and not (self.dp == "client" and self.dp_noise == "local"):
+            raise ConfigError(
+                f"pre-noise={self.pre_noise!r} only applies with dp='client' and dp-noise='local' "
+                f"(got dp={self.dp!r}, dp-noise={self.dp_noise!r})"
+            )
+        if self.dp == "client" and self.dp_noise == "central" and self.client_sampling != "poisson":
+            raise ConfigError(
+                "dp='client' with dp-noise='central' needs client-sampling='poisson' so the accountant's "
+                f"amplification by sampling is true (got client-sampling={self.client_sampling!r})"
+            )
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """Turn strings from the CLI or TOML into the field's type; refuse anything ambiguous."""
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[str(annotation)]
+    key = _key(name)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"setting {key!r} must be true or false, got {value!r}")
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"setting {key!r} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"setting {key!r} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key!r} must be a number, got {value!r}") from None
+    if kind is int:
+        if not math.isfinite(number) or number != int(number):
+            raise ConfigError(f"setting {key!r} must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
+def _check_field(field: dataclasses.Field[Any], value: Any) -> None:
+    key = _key(field.name)
+    if field.name in _CHOICES and value not in _CHOICES[field.name]:
+        raise ConfigError(f"setting {key!r} = {value!r} is not allowed; choose one of {_CHOICES[field.name]}")
+    if field.name in _RANGES:
+        low, high, low_inclusive = _RANGES[field.name]
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        ok = ok and (value >= low if low_inclusive else value > low) and value <= high
+        if not ok:
+            bracket = "[" if low_inclusive else "("
+            raise ConfigError(f"setting {key!r} = {value!r} is out of range; allowed {bracket}{low}, {high}]")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """Parse CLI ``key=value`` items into a mapping (values stay strings; ``RunConfig`` coerces them)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read settings from a TOML file: top-level keys, or a ``[tool.flwr.app.config]`` table (a pyproject)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from e
+    table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config")
+    return dict(table if table is not None else data)
