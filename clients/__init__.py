@@ -1,0 +1,1 @@
+"""Flower ClientApp for fedcompress: thin wiring around ``fedcompress.federation``."""

@@ -1,0 +1,106 @@
+"""The ``fedcompress`` command: one entry point for runs, sweeps, reports, edge models, audits and benchmarks.
+
+Every run setting comes from one schema (``fedcompress.config.RunConfig``): ``--config FILE.toml`` then
+``--set key=value`` overrides, validated once at start. Heavy imports happen inside each subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from fedcompress.config import RunConfig, load_config_file, parse_overrides
+from fedcompress.errors import FedCompressError
+
+__all__ = ["build_config", "main"]
+
+
+def build_config(config_file: str | None, overrides: list[str] | None, out: str | None = None) -> RunConfig:
+    """Defaults <- config file <- ``--set`` items <- ``--out``, validated once."""
+    values: dict[str, object] = dict(load_config_file(config_file)) if config_file else {}
+    values.update(parse_overrides(overrides))
+    if out:
+        values["out-dir"] = out
+    return RunConfig.from_mapping(values)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file of settings (top-level keys, or a pyproject's app config)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    parser.add_argument("--out", help="output folder (the out-dir setting)")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from simulations.simulate import simulate
+
+    cfg = build_config(args.config, args.set, args.out)
+    result = simulate(cfg, cpus_per_client=args.cpus_per_client, quiet=not args.verbose)
+    return 0 if result["status"] in ("completed", "budget_exhausted") else 1
+
+
+def _cmd_federate(args: argparse.Namespace) -> int:
+    from simulations.federate import federate
+
+    cfg = build_config(args.config, args.set, args.out)
+    result = federate(cfg, supernodes=args.supernodes, tls=args.tls, timeout=args.timeout)
+    return 0 if result["status"] in ("completed", "budget_exhausted") else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "codec":
+        from fedcompress.bench.codec import main as bench_main
+
+        return int(bench_main(args.rest) or 0)
+    from fedcompress.bench.federation import main as fed_main
+
+    return int(fed_main(args.rest) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    simulate = sub.add_parser("simulate", help="one federation on Flower's simulation engine")
+    _add_run_options(simulate)
+    simulate.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client")
+    simulate.add_argument("--verbose", action="store_true", help="show Flower's own logs")
+    simulate.set_defaults(func=_cmd_simulate)
+
+    federate = sub.add_parser("federate", help="a multi-process federation: SuperLink + N SuperNodes on loopback")
+    _add_run_options(federate)
+    federate.add_argument("--supernodes", type=int, default=None, help="number of SuperNodes (default num-clients)")
+    federate.add_argument("--tls", action="store_true", help="TLS with certificates generated for this run")
+    federate.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is stopped")
+    federate.set_defaults(func=_cmd_federate)
+
+    bench = sub.add_parser("bench", help="benchmarks: codec throughput/ratios, federation cost")
+    bench.add_argument("what", choices=["codec", "federation"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help for them)")
+    bench.set_defaults(func=_cmd_bench)
+
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+# Subcommands owned by other parts; each module exposes ``register(subparsers)`` and imports heavy code lazily.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; errors in settings or runs print one clear line and exit non-zero."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (FedCompressError, ValueError, FileNotFoundError) as e:
+        print(f"fedcompress {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fedcompress {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The result contract of every run: ``result.json`` (machine-readable) plus progress and a table for people.
+
+``result.json`` keys: ``config`` (every setting, resolved), ``rounds`` (one entry per round with at least
+round, psnr, ssim, loss, uplink_bytes, downlink_bytes, dense_uplink_bytes, clients_ok, clients_failed, seconds),
+``final`` (psnr, ssim, uplink_bytes, downlink_bytes, compression_ratio, ...), ``privacy`` (the ledger),
+``status`` and ``weights`` (file name of the final model, tensors only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fedcompress.federation.weights import atomic_write_json
+
+__all__ = ["RESULT_FILE", "RunRecorder", "format_table", "read_result"]
+
+RESULT_FILE = "result.json"
+log = logging.getLogger("fedcompress")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.3f} MB"
+
+
+class RunRecorder:
+    """Collects per-round rows, prints progress with an ETA, and writes ``result.json`` atomically."""
+
+    def __init__(self, out_dir: Path, config: dict[str, Any], *, rounds: list[dict[str, Any]] | None = None):
+        self.out_dir = out_dir
+        self.config = config
+        self.rounds: list[dict[str, Any]] = list(rounds or [])
+        self.baseline: dict[str, Any] = {}
+        self.privacy: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self._first_round_this_process: int | None = None
+
+    def record_round(self, row: dict[str, Any], total_rounds: int) -> None:
+        """Append one round's row, print a progress line, and rewrite ``result.json``."""
+        self.rounds.append(row)
+        if self._first_round_this_process is None:
+            self._first_round_this_process = row["round"]
+        done_here = row["round"] - self._first_round_this_process + 1
+        per_round = (time.monotonic() - self.started) / max(done_here, 1)
+        eta = per_round * (total_rounds - row["round"])
+        eps = f" eps={row['epsilon']:.3g}" if row.get("epsilon") is not None else ""
+        print(
+            f"[round {row['round']}/{total_rounds}] psnr={row['psnr']:.2f} dB ssim={row['ssim']:.3f} "
+            f"up={_mb(row['uplink_bytes'])} down={_mb(row['downlink_bytes'])} "
+            f"ok={row['clients_ok']} failed={row['clients_failed']}{eps} {row['seconds']:.1f}s ETA {eta:.0f}s",
+            flush=True,
+        )
+        self.write(status="running")
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Totals over all rounds and the last evaluation."""
+        up = sum(r["uplink_bytes"] for r in self.rounds)
+        dense = sum(r["dense_uplink_bytes"] for r in self.rounds)
+        down = sum(r["downlink_bytes"] for r in self.rounds)
+        last = self.rounds[-1] if self.rounds else self.baseline
+        return {
+            "rounds_completed": sum(1 for r in self.rounds if not r.get("skipped")),
+            "psnr": last.get("psnr"),
+            "ssim": last.get("ssim"),
+            "loss": last.get("loss"),
+            "psnr_initial": self.baseline.get("psnr"),
+            "uplink_bytes": up,
+            "dense_uplink_bytes": dense,
+            "downlink_bytes": down,
+            "compression_ratio": dense / up if up else None,
+            "clients_failed": sum(r["clients_failed"] for r in self.rounds),
+            "seconds": sum(r["seconds"] for r in self.rounds),
+            "epsilon": self.privacy.get("epsilon"),
+        }
+
+    def write(self, *, status: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``result.json`` atomically and return what was written."""
+        result = {
+            "status": status,
+            "config": self.config,
+            "baseline": self.baseline,
+            "rounds": self.rounds,
+            "final": self.final_metrics(),
+            "privacy": self.privacy,
+            **(extra or {}),
+        }
+        atomic_write_json(self.out_dir / RESULT_FILE, result)
+        return result
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any]:
+    """Load ``result.json`` from a run folder, with a clear error if it is missing or not JSON."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {RESULT_FILE} in {run_dir}: is it a fedcompress run folder?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the rounds and the final line, for the terminal and the README."""
+    lines = ["round  psnr(dB)  ssim   uplink(B)   downlink(B)  dense-up(B)  ok  failed  epsilon"]
+    for r in result["rounds"]:
+        eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:.3g}"
+        lines.append(
+            f"{r['round']:>5}  {r['psnr']:8.2f}  {r['ssim']:.3f}  {r['uplink_bytes']:>10}  "
+            f"{r['downlink_bytes']:>11}  {r['dense_uplink_bytes']:>11}  {r['clients_ok']:>2}  "
+            f"{r['clients_failed']:>6}  {eps}"
+        )
+    f = result["final"]
+    ratio = f["compression_ratio"]
+    lines.append(
+        f"final: psnr {f['psnr']:.2f} dB (start {f['psnr_initial']:.2f}), ssim {f['ssim']:.3f}, "
+        f"uplink {f['uplink_bytes']} B vs dense {f['dense_uplink_bytes']} B "
+        f"(x{ratio:.1f})" if ratio else "final: no completed rounds"
+    )
+    if result.get("privacy", {}).get("summary"):
+        lines.append("privacy: " + result["privacy"]["summary"])
+    return "\n".join(lines)

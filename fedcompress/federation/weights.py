@@ -1,0 +1,75 @@
+"""Model weights as plain named arrays: the initial model, safe files, and atomic writes.
+
+Weights cross process boundaries as ``dict[str, numpy.ndarray]``. Files are ``torch.save`` of tensors only and
+are read with ``weights_only=True``; nothing else is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedcompress.config import RunConfig
+from fedcompress.models import build_model
+from fedcompress.seeding import derive_seed
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "initial_weights", "load_arrays", "save_arrays"]
+
+
+def initial_weights(cfg: RunConfig) -> dict[str, np.ndarray]:
+    """The round-0 global model, identical in every process that has the same config (seeded init)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = build_model(cfg.model, width=cfg.width)
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file so a reader (or a crash) sees either the old or the new content, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Save named arrays as a tensors-only torch file, atomically."""
+
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a file written by ``save_arrays`` (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file
+        raise ValueError(f"cannot read weights file {path}: {e}") from e
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"weights file {path} does not hold a mapping of name -> tensor")
+    return {str(k): v.numpy().copy() for k, v in data.items()}

@@ -1,0 +1,1 @@
+"""Flower ServerApp for fedcompress: thin wiring around ``fedcompress.federation``."""

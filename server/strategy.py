@@ -1,0 +1,166 @@
+"""CompressedFedAvg: a Flower strategy whose messages carry codec payloads instead of dense weights.
+
+It owns the Flower side of a round (messages in, messages out) and hands plain bytes and arrays to
+``fedcompress.federation`` for the rest. Client sampling is seeded by (seed, round) over partition ids, learned
+once by a handshake, so a resumed run samples exactly like an uninterrupted one (Flower's own sampler uses the
+global RNG and waits for nodes without a timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedcompress.config import RunConfig
+from fedcompress.errors import RunError
+from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, aggregate_updates, decode_updates
+
+__all__ = ["CompressedFedAvg", "payload_record", "payload_from_record"]
+
+log = logging.getLogger("fedcompress")
+
+
+def payload_record(payload: bytes) -> ArrayRecord:
+    """Wrap codec bytes as the single uint8 array of an ArrayRecord."""
+    return ArrayRecord({"payload": Array(np.frombuffer(payload, dtype=np.uint8))})
+
+
+def payload_from_record(record: ArrayRecord) -> bytes:
+    """The codec bytes of an ArrayRecord made by ``payload_record`` (ValueError if it is not one)."""
+    if list(record.keys()) != ["payload"]:
+        raise ValueError(f"expected one array named 'payload', got {list(record.keys())}")
+    array = record["payload"]
+    if array.dtype != "uint8" or len(array.shape) != 1:
+        raise ValueError(f"payload must be a 1-D uint8 array, got {array.dtype} {array.shape}")
+    return array.data if isinstance(array.data, bytes) else bytes(array.data)
+
+
+class CompressedFedAvg(Strategy):
+    """FedAvg over compressed updates; aggregation itself lives in ``fedcompress.federation.aggregate``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's settings; sent to every client in each train message so all run modes agree.
+    """
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.node_of_partition: dict[int, int] = {}
+        self.last_round: DecodedRound | None = None
+        self.last_client_metrics: dict[int, dict[str, float | int]] = {}
+        self._selected: list[int] = []
+        self._reference: dict[str, np.ndarray] = {}
+        self._noise = 0.0
+
+    def summary(self) -> None:
+        """Log the strategy's settings."""
+        log.info("CompressedFedAvg codec=%s downlink=%s dp=%s", self.cfg.codec, self.cfg.downlink_codec, self.cfg.dp)
+
+    # ------------------------------------------------------------------ handshake
+    def discover(self, grid: Grid, *, expected: int, timeout: float) -> dict[int, int]:
+        """Wait for ``expected`` nodes and ask each its partition id (bounded by ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while len(node_ids := list(grid.get_node_ids())) < expected:
+            if time.monotonic() > deadline:
+                raise RunError(f"only {len(node_ids)} of {expected} clients connected within {timeout:.0f} s")
+            time.sleep(0.5)
+        unknown = [n for n in node_ids if n not in self.node_of_partition.values()]
+        messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in unknown]
+        for reply in grid.send_and_receive(messages, timeout=max(deadline - time.monotonic(), 5.0)):
+            if reply.has_error():
+                log.warning("handshake with node %s failed: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            partition = int(reply.content["config"]["partition-id"])
+            self.node_of_partition[partition] = reply.metadata.src_node_id
+        return self.node_of_partition
+
+    # ------------------------------------------------------------------ train
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """One train message per selected partition; ``config["selected"]`` lists the partition ids."""
+        selected = list(config.get("selected", []))  # type: ignore[arg-type]
+        content = {k: v for k, v in config.items() if k != "selected"}
+        messages = []
+        for partition in selected:
+            record = RecordDict({"arrays": arrays, "config": ConfigRecord({**content, "server-round": server_round})})
+            messages.append(
+                Message(record, dst_node_id=self.node_of_partition[int(partition)], message_type=MessageType.TRAIN)
+            )
+        return messages
+
+    def collect(
+        self, replies: Iterable[Message], selected: list[int]
+    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        """Turn replies into ``ClientUpdate``s; errors and missing replies become named failures."""
+        partition_of_node = {n: p for p, n in self.node_of_partition.items()}
+        updates: list[ClientUpdate] = []
+        failures: dict[int, str] = {}
+        for reply in replies:
+            partition = partition_of_node.get(reply.metadata.src_node_id, -1)
+            if reply.has_error():
+                failures[partition] = f"client error: {reply.error.reason}"
+                continue
+            try:
+                payload = payload_from_record(reply.content["arrays"])
+                metrics = dict(reply.content["metrics"])
+            except (KeyError, ValueError, TypeError) as e:
+                failures[partition] = f"malformed reply: {e}"
+                continue
+            updates.append(ClientUpdate(partition_id=partition, payload=payload, metrics=metrics))
+        answered = {u.partition_id for u in updates} | set(failures)
+        for partition in selected:
+            if partition not in answered:
+                failures[partition] = f"no reply within round-timeout={self.cfg.round_timeout:.0f} s"
+        return updates, failures
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Count bytes, decode strictly, aggregate; the delta comes back as an ArrayRecord (None if skipped).
+
+        Needs ``prepare_round`` first (the selected partitions, the reference weights, the round's noise).
+        """
+        updates, failures = self.collect(replies, self._selected)
+        decoded = decode_updates(updates, self._reference, uniform_weights=self.cfg.release == "minimal")
+        decoded.failures.update(failures)
+        self.last_round = decoded
+        self.last_client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
+        metrics = MetricRecord(
+            {"uplink-bytes": decoded.uplink_bytes, "clients-ok": len(decoded.updates),
+             "clients-failed": len(decoded.failures)}
+        )
+        central = self.cfg.dp == "client" and self.cfg.dp_noise == "central"
+        if len(decoded.updates) < self.cfg.min_clients and not central:
+            return None, metrics
+        delta = aggregate_updates(
+            decoded, self.cfg, noise_multiplier=self._noise, server_round=server_round,
+            reference=self._reference,
+        )
+        return ArrayRecord({k: Array(v) for k, v in delta.items()}), metrics
+
+    def prepare_round(
+        self, selected: list[int], reference: dict[str, np.ndarray], noise_multiplier: float
+    ) -> None:
+        """Tell the strategy what the coming round sent, so replies can be checked against it."""
+        self._selected = selected
+        self._reference = reference
+        self._noise = noise_multiplier
+
+    # ------------------------------------------------------------------ evaluate (central only)
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """No client-side evaluation: the server evaluates centrally on the held-out set."""
+        return []
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """No client-side evaluation."""
+        return None

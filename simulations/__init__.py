@@ -1,0 +1,1 @@
+"""The harness: single runs (simulation and multi-process), sweeps, reports and plots."""

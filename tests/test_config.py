@@ -1,0 +1,71 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedcompress.config import RunConfig, load_config_file, parse_overrides
+from fedcompress.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_app_config_matches_schema_defaults():
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert list(table) == list(RunConfig.keys())
+    assert RunConfig.from_mapping(table) == RunConfig()
+
+
+def test_kebab_and_snake_keys_and_string_values_are_coerced():
+    cfg = RunConfig.from_mapping({"num-rounds": "7", "non_iid": "0.25", "error-feedback": "false"})
+    assert (cfg.num_rounds, cfg.non_iid, cfg.error_feedback) == (7, 0.25, False)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("num-rounds", 0, "num-rounds"),
+        ("num-rounds", 2.5, "whole number"),
+        ("fraction-train", 0.0, "fraction-train"),
+        ("lr", float("nan"), "lr"),
+        ("dp", "maybe", "choose one of"),
+        ("error-feedback", "yes", "true or false"),
+        ("nonexistent", 1, "unknown setting"),
+        ("codec", 3, "must be a string"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        RunConfig.from_mapping({key: value})
+    assert key.split("-")[0] in str(info.value) or "unknown" in str(info.value)
+
+
+def test_relations_are_checked():
+    with pytest.raises(ConfigError, match="min-clients"):
+        RunConfig.from_mapping({"num-clients": 2, "min-clients": 3})
+    with pytest.raises(ConfigError, match="target-epsilon"):
+        RunConfig.from_mapping({"dp": "sample"})
+    with pytest.raises(ConfigError, match="not both"):
+        RunConfig.from_mapping({"dp": "sample", "target-epsilon": 4, "noise-multiplier": 1.0})
+    with pytest.raises(ConfigError, match="poisson"):
+        RunConfig.from_mapping({"dp": "client", "dp-noise": "central", "noise-multiplier": 1.0})
+    with pytest.raises(ConfigError, match="pre-noise"):
+        RunConfig.from_mapping({"pre-noise": "randk:0.1"})
+
+
+def test_to_dict_round_trips():
+    cfg = RunConfig.from_mapping({"codec": "aggressive", "seed": 3})
+    assert RunConfig.from_mapping(cfg.to_dict()) == cfg
+
+
+def test_overrides_and_config_files(tmp_path):
+    assert parse_overrides(["a=1", "codec='q8'"]) == {"a": "1", "codec": "q8"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["novalue"])
+    plain = tmp_path / "run.toml"
+    plain.write_text('num-rounds = 3\ncodec = "q8"\n')
+    assert load_config_file(plain) == {"num-rounds": 3, "codec": "q8"}
+    assert load_config_file(ROOT / "pyproject.toml")["num-rounds"] == RunConfig().num_rounds
+    broken = tmp_path / "broken.toml"
+    broken.write_text("num-rounds = = 3")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        load_config_file(broken)
