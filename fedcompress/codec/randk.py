@@ -1,0 +1,50 @@
+"""``randk:F`` — keep a random fraction ``F`` of entries, a mask made from the payload's seed (no indices).
+
+The mask of tensor number ``i`` is the ``k`` smallest of ``n`` raw 64-bit draws of a PCG64 generator seeded
+with ``derive_seed(seed, "randk", i)``: raw bit-generator output is stable across numpy versions (unlike
+``Generator.choice``), so encoder and decoder agree. Kept values are not rescaled (error feedback carries the
+rest), and the mask depends only on the seed and the tensor size, so the stage is data-independent. Give every
+client the same seed and they share one mask, as secure aggregation needs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedcompress.codec.base import register_stage
+from fedcompress.codec.sparsify import Sparsifier
+from fedcompress.seeding import derive_seed
+
+__all__ = ["RandK", "random_mask"]
+
+
+def random_mask(size: int, keep: int, seed: int, tensor_index: int) -> np.ndarray:
+    """Sorted int64 indices of ``keep`` of ``size`` entries, a pure function of the arguments."""
+    if keep >= size:
+        return np.arange(size, dtype=np.int64)
+    draws = np.random.PCG64(derive_seed(seed, "randk", tensor_index)).random_raw(size)
+    return np.sort(np.argpartition(draws, keep - 1)[:keep]).astype(np.int64)
+
+
+@register_stage
+class RandK(Sparsifier):
+    """Keep ``round(fraction * n)`` entries of a seeded random mask (releases nothing about the data)."""
+
+    codec_id = "randk"
+
+    @property
+    def data_independent(self) -> bool:
+        """True: the mask depends on the public seed and the tensor size only."""
+        return True
+
+    def encode(self, values: np.ndarray, *, seed: int, tensor_index: int) -> tuple[np.ndarray, bytes]:
+        """The seeded mask; the index section is empty."""
+        return random_mask(values.size, self.count(values.size), seed, tensor_index), b""
+
+    def decode_indices(
+        self, section: bytes | memoryview, size: int, *, seed: int, tensor_index: int
+    ) -> np.ndarray:
+        """Regenerate the mask from the seed; the section must be empty."""
+        if len(section) != 0:
+            raise ValueError(f"random-k sends no indices, but the payload holds {len(section)} index bytes")
+        return random_mask(size, self.count(size), seed, tensor_index)

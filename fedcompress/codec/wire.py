@@ -1,0 +1,209 @@
+"""The payload's framing: header, tensor table, and a bounds-checked reader.
+
+Format version 1, all integers little-endian or unsigned LEB128 varints::
+
+    header (never compressed)
+      magic       4 bytes   b"FCDC"
+      version     u8        1
+      seed        u64       drives the random-k mask (and, at encode time, rounding and PowerSGD init)
+      config_len  varint    <= 4096
+      config      JSON      list of stage configs, e.g. [{"id": "q", "bits": 8, "block": 256, "range": null}]
+      body_len    varint    body bytes after decompression
+      body        zstd frame if the config has a zstd stage, else the body itself (exactly body_len bytes)
+    body
+      n_tensors   varint
+      table       per tensor: name_len varint, name UTF-8, dtype u8 (1 = float32), kind u8 (0 = dense,
+                  1 = low-rank factors), ndim u8, dims varint * ndim, data_len varint
+      data        the tensors' data sections, in table order, exactly sum(data_len) bytes
+
+Every count and length is checked against the bytes that remain and against :class:`DecodeLimits` before
+anything is allocated. Changing the layout means a new version number; unknown versions are refused by number.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+from fedcompress.codec.limits import DecodeLimits
+from fedcompress.codec.spec import CodecSpec
+from fedcompress.codec.varint import MAX_VARINT_BYTES, encode_varint
+from fedcompress.errors import CodecError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Reader",
+    "TableEntry",
+    "read_header",
+    "read_table",
+    "write_header",
+    "write_table",
+]
+
+MAGIC = b"FCDC"
+FORMAT_VERSION = 1
+MAX_CONFIG_BYTES = 4096
+DTYPE_FLOAT32 = 1
+KIND_DENSE, KIND_FACTORS = 0, 1
+_MIN_ENTRY_BYTES = 5  # name_len, dtype, kind, ndim, data_len: one byte each at least
+
+
+class Reader:
+    """Sequential reads from a byte buffer; running past the end raises ``CodecError`` saying what was cut."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._view = memoryview(data)
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        """Bytes not read yet."""
+        return len(self._view) - self.pos
+
+    def take(self, count: int, what: str) -> memoryview:
+        """The next ``count`` bytes."""
+        if count > self.remaining:
+            raise CodecError(
+                f"payload truncated: {what} needs {count} bytes at offset {self.pos}, {self.remaining} left"
+            )
+        chunk = self._view[self.pos : self.pos + count]
+        self.pos += count
+        return chunk
+
+    def u8(self, what: str) -> int:
+        """One unsigned byte."""
+        return self.take(1, what)[0]
+
+    def u64(self, what: str) -> int:
+        """One little-endian unsigned 64-bit integer."""
+        return int(struct.unpack("<Q", self.take(8, what))[0])
+
+    def varint(self, what: str, maximum: int) -> int:
+        """One varint, refused if it is malformed or above ``maximum``."""
+        value = 0
+        for shift in range(0, 7 * MAX_VARINT_BYTES, 7):
+            byte = self.u8(what)
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                if value > maximum:
+                    raise CodecError(f"{what} is {value}, above the limit of {maximum}")
+                return value
+        raise CodecError(f"{what} is a varint longer than {MAX_VARINT_BYTES} bytes")
+
+
+def write_header(spec: CodecSpec, seed: int, body_len: int) -> bytes:
+    """Magic, version, seed, stage configs and body length."""
+    config = json.dumps(spec.get_config(), separators=(",", ":")).encode()
+    return b"".join(
+        [
+            MAGIC,
+            bytes([FORMAT_VERSION]),
+            struct.pack("<Q", seed),
+            encode_varint(len(config)),
+            config,
+            encode_varint(body_len),
+        ]
+    )
+
+
+def read_header(reader: Reader, limits: DecodeLimits) -> tuple[CodecSpec, int, int]:
+    """Check magic and version, parse the stage configs; return (spec, seed, body_len)."""
+    magic = bytes(reader.take(len(MAGIC), "magic"))
+    if magic != MAGIC:
+        raise CodecError(f"not a fedcompress payload: magic bytes are {magic!r}, expected {MAGIC!r}")
+    version = reader.u8("format version")
+    if version != FORMAT_VERSION:
+        raise CodecError(
+            f"payload format version {version} is not supported; this decoder reads version {FORMAT_VERSION}"
+        )
+    seed = reader.u64("seed")
+    config_len = reader.varint("stage config length", MAX_CONFIG_BYTES)
+    raw_config = bytes(reader.take(config_len, "stage config"))
+    try:
+        spec = CodecSpec.from_config(json.loads(raw_config.decode("utf-8")))
+    except (
+        ValueError,
+        TypeError,
+        RecursionError,
+    ) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CodecError(f"payload stage config is invalid: {e}") from e
+    body_len = reader.varint("body length", limits.max_decompressed_bytes)
+    return spec, seed, body_len
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """One tensor's row of the table: name, shape, whether it travels as low-rank factors, its data length."""
+
+    name: str
+    shape: tuple[int, ...]
+    factored: bool
+    data_len: int
+
+
+def write_table(entries: list[TableEntry]) -> bytes:
+    """The tensor count and table rows."""
+    parts = [encode_varint(len(entries))]
+    for entry in entries:
+        name = entry.name.encode("utf-8")
+        parts += [
+            encode_varint(len(name)),
+            name,
+            bytes([DTYPE_FLOAT32, int(entry.factored), len(entry.shape)]),
+        ]
+        parts += [encode_varint(dim) for dim in entry.shape]
+        parts.append(encode_varint(entry.data_len))
+    return b"".join(parts)
+
+
+def read_table(reader: Reader, limits: DecodeLimits) -> list[TableEntry]:
+    """Parse and check the table; the data sections must fill the rest of the body exactly."""
+    count = reader.varint("tensor count", limits.max_tensors)
+    if count * _MIN_ENTRY_BYTES > reader.remaining:
+        raise CodecError(f"payload claims {count} tensors but only {reader.remaining} body bytes remain")
+    entries: list[TableEntry] = []
+    names: set[str] = set()
+    elements = data_total = 0
+    for index in range(count):
+        entry = _read_entry(reader, limits, index)
+        if entry.name in names:
+            raise CodecError(f"tensor name {entry.name!r} appears twice")
+        names.add(entry.name)
+        elements += _size(entry.shape)
+        if elements > limits.max_elements:
+            raise CodecError(f"tensors hold more than max_elements={limits.max_elements} values")
+        data_total += entry.data_len
+        entries.append(entry)
+    if data_total != reader.remaining:
+        raise CodecError(f"table lists {data_total} data bytes but {reader.remaining} bytes follow it")
+    return entries
+
+
+def _read_entry(reader: Reader, limits: DecodeLimits, index: int) -> TableEntry:
+    what = f"tensor #{index}"
+    name_len = reader.varint(f"{what} name length", limits.max_name_bytes)
+    try:
+        name = bytes(reader.take(name_len, f"{what} name")).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CodecError(f"{what} name is not valid UTF-8") from e
+    dtype, kind, ndim = reader.u8(f"{what} dtype"), reader.u8(f"{what} kind"), reader.u8(f"{what} ndim")
+    if dtype != DTYPE_FLOAT32:
+        raise CodecError(f"tensor {name!r} has dtype code {dtype}; only {DTYPE_FLOAT32} (float32) exists")
+    if kind not in (KIND_DENSE, KIND_FACTORS):
+        raise CodecError(
+            f"tensor {name!r} has kind {kind}; expected {KIND_DENSE} (dense) or {KIND_FACTORS} (factors)"
+        )
+    if ndim > limits.max_ndim:
+        raise CodecError(f"tensor {name!r} has {ndim} dimensions, above max_ndim={limits.max_ndim}")
+    shape = tuple(reader.varint(f"tensor {name!r} dimension", limits.max_elements) for _ in range(ndim))
+    data_len = reader.varint(f"tensor {name!r} data length", reader.remaining)
+    return TableEntry(name, shape, kind == KIND_FACTORS, data_len)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for dim in shape:
+        size *= dim
+    return size
