@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from fedcompress.codec.limits import DecodeLimits
-from fedcompress.codec.pipeline import EncodedTensor, decode_tensor, encode_tensor, expected_data_len
+from fedcompress.codec.pipeline import decode_body, encode_body
 from fedcompress.codec.spec import CodecSpec, parse_spec
 from fedcompress.codec.state import CodecState
 from fedcompress.codec.stats import EncodeStats, Meter, relative_error
-from fedcompress.codec.wire import Reader, read_header, read_table, write_header, write_table
+from fedcompress.codec.wire import Reader, read_header, write_header
 from fedcompress.errors import CodecError
 from fedcompress.seeding import numpy_rng
-from fedcompress.tensors import check_finite, to_numpy_update
+from fedcompress.tensors import Layout, check_finite, flatten, to_numpy_update, unflatten
 
 __all__ = ["decode", "encode", "encode_with_stats"]
 
@@ -82,35 +83,20 @@ def _decode(payload: memoryview, limits: DecodeLimits) -> dict[str, np.ndarray]:
     reader = Reader(payload)
     spec, seed, body_len = read_header(reader, limits)
     rest = reader.take(reader.remaining, "body")
-    if spec.entropy is not None:
-        try:
+    try:
+        if spec.entropy is not None:
             body: bytes | memoryview = spec.entropy.decode(rest, body_len)
-        except ValueError as e:
-            raise CodecError(str(e)) from e
-    elif len(rest) != body_len:
-        raise CodecError(f"header says the body has {body_len} bytes, but {len(rest)} bytes follow")
-    else:
-        body = rest
-    body_reader = Reader(body)
-    entries = read_table(body_reader, limits)
-    for entry in entries:
-        try:
-            low, high = expected_data_len(entry, spec)
-        except ValueError as e:
-            raise CodecError(str(e)) from e
-        if not low <= entry.data_len <= high:
-            raise CodecError(f"tensor {entry.name!r} has {entry.data_len} data bytes; {low}..{high} expected")
-    out: dict[str, np.ndarray] = {}
-    for index, entry in enumerate(entries):
-        data = body_reader.take(entry.data_len, f"tensor {entry.name!r} data")
-        try:
-            values = decode_tensor(entry, data, index, spec, seed)
-        except ValueError as e:
-            raise CodecError(f"tensor {entry.name!r}: {e}") from e
-        if not np.all(np.isfinite(values)):
-            raise CodecError(f"tensor {entry.name!r} decodes to NaN or Inf")
-        out[entry.name] = values
-    return out
+        elif len(rest) != body_len:
+            raise CodecError(f"header says the body has {body_len} bytes, but {len(rest)} bytes follow")
+        else:
+            body = rest
+        flat, layout = decode_body(body, spec, seed, limits)
+    except ValueError as e:
+        raise CodecError(str(e)) from e
+    bad = _first_non_finite(flat, layout)
+    if bad is not None:
+        raise CodecError(f"tensor {bad!r} decodes to NaN or Inf")
+    return unflatten(flat, layout)
 
 
 def _encode(
@@ -119,38 +105,47 @@ def _encode(
     codec = parse_spec(spec)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
-    seed = int(seed)
     if state is not None and not isinstance(state, CodecState):
         raise ValueError(f"state must be a CodecState or None, got {type(state).__name__}")
     arrays = to_numpy_update(update)
     check_finite(arrays)
     _check_encodable(arrays)
-    corrected = state.corrected(arrays, codec) if state is not None else None
-    inputs = (
-        arrays if corrected is None else {name: value.astype(np.float32) for name, value in corrected.items()}
-    )
+    flat, layout = flatten(arrays)
+    corrected = state.corrected(flat, layout, codec) if state is not None else None
     if corrected is not None:
-        check_finite(inputs, "update + residual")
-    meter, rng = Meter(), numpy_rng(seed, "codec")
-    encoded: list[EncodedTensor] = []
-    for index, (name, values) in enumerate(inputs.items()):
-        warm_q = state.warm_q(name) if state is not None else None
-        tensor = encode_tensor(name, values, index, codec, warm_q=warm_q, seed=seed, rng=rng, meter=meter)
-        if not np.all(np.isfinite(tensor.decoded)):
-            raise ValueError(f"update[{name!r}] holds values too large to encode with {codec.canonical()!r}")
-        encoded.append(tensor)
-    payload = _assemble(codec, seed, encoded, meter)
-    decoded = {tensor.entry.name: tensor.decoded for tensor in encoded}
-    if state is not None and corrected is not None:
-        state.commit(corrected, decoded, {t.entry.name: t.warm_q for t in encoded if t.warm_q is not None})
-    return payload, _stats(codec, inputs, decoded, payload, meter)
+        flat = corrected.astype(np.float32)
+    meter = Meter()
+    warm_qs = state.qs_view() if state is not None else {}
+    body, decoded, new_qs = encode_body(
+        flat, layout, codec, warm_qs=warm_qs, seed=int(seed), rng=numpy_rng(seed, "codec"), meter=meter
+    )
+    bad = _first_non_finite(decoded, layout)
+    if bad is not None:
+        raise ValueError(f"update[{bad!r}] holds values too large to encode with {codec.canonical()!r}")
+    payload = _assemble(codec, int(seed), body, meter)
+    reference = flat if corrected is None else corrected
+    residual = reference - decoded  # what this message dropped: carried to the next round with a state
+    if state is not None:
+        state.commit(residual, layout, new_qs)
+    return payload, _stats(codec, reference, residual, payload, meter)
 
 
-def _assemble(codec: CodecSpec, seed: int, encoded: list[EncodedTensor], meter: Meter) -> bytes:
-    table = write_table([tensor.entry for tensor in encoded])
-    body = b"".join([table, *(tensor.data for tensor in encoded)])
+def _first_non_finite(flat: np.ndarray, layout: Layout) -> str | None:
+    """Name of the first tensor holding NaN or Inf, or None (one vectorised pass when all is well)."""
+    if np.isfinite(flat).all():
+        return None
+    offset = 0
+    for name, shape in layout:
+        size = math.prod(shape)
+        if not np.isfinite(flat[offset : offset + size]).all():
+            return name
+        offset += size
+    return None
+
+
+def _assemble(codec: CodecSpec, seed: int, body: bytes, meter: Meter) -> bytes:
     header = write_header(codec, seed, len(body))
-    meter.add("format", header_bytes=len(header), table_bytes=len(table))
+    meter.add("format", header_bytes=len(header))
     if codec.entropy is None:
         return header + body
     frame = codec.entropy.encode(body)
@@ -176,23 +171,14 @@ def _check_encodable(arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def _stats(
-    codec: CodecSpec,
-    inputs: Mapping[str, np.ndarray],
-    decoded: Mapping[str, np.ndarray],
-    payload: bytes,
-    meter: Meter,
+    codec: CodecSpec, reference: np.ndarray, error: np.ndarray, payload: bytes, meter: Meter
 ) -> EncodeStats:
-    error_sq = reference_sq = 0.0
-    for name, value in inputs.items():
-        diff = (decoded[name] - value).ravel()
-        error_sq += float(np.dot(diff, diff))
-        reference_sq += float(np.dot(value.ravel(), value.ravel()))
-    dense_bytes = 4 * sum(int(value.size) for value in inputs.values())
+    dense_bytes = 4 * int(reference.size)
     return EncodeStats(
         spec=codec.canonical(),
         dense_bytes=dense_bytes,
         payload_bytes=len(payload),
         ratio=dense_bytes / len(payload),
-        rel_l2_error=relative_error(error_sq, reference_sq),
+        rel_l2_error=relative_error(float(np.dot(error, error)), float(np.dot(reference, reference))),
         stages=meter.result(),
     )

@@ -1,187 +1,239 @@
-"""The pipeline: run a :class:`CodecSpec`'s stages over every tensor, and back.
+"""The pipeline: run a :class:`CodecSpec`'s array stages over a whole update, and back.
 
-Per tensor, in order: ``lowrank`` turns a matrix (or conv kernel) into factors ``P``, ``Q`` when that saves
-bytes; otherwise the tensor stays dense and the sparsifier (``topk``/``randk``) keeps some of its entries.
-Every float vector that remains (factors, kept values, dense values) is quantized by ``q`` if present, else
-sent as float32. The serialized body is then compressed by ``zstd`` if present.
+``lowrank`` turns every matrix or conv kernel where it saves bytes into factors ``P``, ``Q``. The other
+tensors ("dense") are flattened, in table order, into one dense stream, which the sparsifier
+(``topk``/``randk``) thins as a whole (one global top-k, one random mask). All floats that remain form one
+float stream: every factored tensor's ``P`` then ``Q``, then the dense stream's kept values. The quantizer
+(``q``) encodes that stream in one vectorised pass, its blocks restarting at every segment (each ``P``, each
+``Q``, each dense tensor's kept values) so a tensor never shares a scale with another; without ``q`` the
+stream is sent as float32.
 
-Data section of one tensor::
+Body layout after the tensor table (see :mod:`fedcompress.codec.wire`)::
 
-    factors          values(P, m*r) values(Q, n*r)
-    dense, topk      index section (mode byte + gaps or bitmap) values(kept, k)
-    dense, randk     values(kept, k)
-    dense            values(all, n)
-
-where ``values`` is the quantizer's section or ``4 * count`` bytes of little-endian float32.
+    index_len   varint   bytes of the top-k index section (0 without topk)
+    index       bytes    mode byte + varint gaps or bitmap, over the dense stream
+    values_len  varint   bytes of the values section; must be exactly what the table and indices imply
+    values      bytes    quantizer section, or float32 little-endian
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from collections.abc import Mapping
 
 import numpy as np
 
+from fedcompress.codec.limits import DecodeLimits
 from fedcompress.codec.lowrank import LowRank, matrix_shape
 from fedcompress.codec.quantize import Quantize
 from fedcompress.codec.sparsify import Sparsifier
 from fedcompress.codec.spec import CodecSpec
 from fedcompress.codec.stats import Meter
 from fedcompress.codec.topk import TopK
-from fedcompress.codec.wire import TableEntry
+from fedcompress.codec.varint import encode_varint
+from fedcompress.codec.wire import Reader, TableEntry, read_table, write_table
+from fedcompress.errors import CodecError
+from fedcompress.tensors import Layout
 
-__all__ = ["EncodedTensor", "decode_tensor", "encode_tensor", "expected_data_len"]
-
-
-@dataclass(frozen=True)
-class EncodedTensor:
-    """One tensor's table row, data section, the reconstruction the decoder will make, and new ``Q``."""
-
-    entry: TableEntry
-    data: bytes
-    decoded: np.ndarray
-    warm_q: np.ndarray | None
+__all__ = ["decode_body", "encode_body"]
 
 
-# ---- float vectors: quantized or raw float32 ---------------------------------------------------------
+class _Plan:
+    """What the table implies: where each tensor sits in the flat update, the factors, the dense stream."""
+
+    def __init__(self, entries: list[TableEntry], spec: CodecSpec) -> None:
+        self.entries = entries
+        sizes = [math.prod(entry.shape) for entry in entries]
+        self.offsets = [0, *itertools.accumulate(sizes)]
+        self.factors: dict[int, tuple[int, int, int]] = {}  # tensor index -> (rows, cols, rank)
+        for index, entry in enumerate(entries):
+            if entry.factored:
+                if spec.lowrank is None or len(entry.shape) < 2 or spec.lowrank.rank_for(entry.shape) < 1:
+                    raise ValueError(
+                        f"tensor {entry.name!r} is sent as factors, but the codec cannot make them"
+                    )
+                self.factors[index] = (*matrix_shape(entry.shape), spec.lowrank.rank_for(entry.shape))
+        self.dense = [index for index, entry in enumerate(entries) if not entry.factored]
+        self.dense_sizes = np.array([sizes[index] for index in self.dense], dtype=np.int64)
+        self.factor_segments = np.array(
+            [n * r for rows, cols, r in self.factors.values() for n in (rows, cols)], dtype=np.int64
+        )
+
+    @property
+    def size(self) -> int:
+        """Values in the whole update."""
+        return self.offsets[-1]
+
+    def span(self, index: int) -> slice:
+        """Where tensor ``index`` sits in the flat update."""
+        return slice(self.offsets[index], self.offsets[index + 1])
+
+    def dense_stream(self, flat: np.ndarray) -> np.ndarray:
+        """The dense tensors' values concatenated in table order (``flat`` itself if nothing is factored)."""
+        if not self.factors:
+            return flat
+        return np.concatenate([flat[self.span(index)] for index in self.dense]) if self.dense else flat[:0]
+
+    def dense_segments(self, indices: np.ndarray | None) -> np.ndarray:
+        """Values each dense tensor puts in the float stream: all, or those the sorted indices keep."""
+        if indices is None:
+            return self.dense_sizes
+        bounds = np.concatenate([[0], np.cumsum(self.dense_sizes)])
+        return np.diff(np.searchsorted(indices, bounds)).astype(np.int64)
+
+    def rebuild(self, stream: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
+        """The flat float32 update that the decoded float stream stands for."""
+        offset, factored = 0, []
+        for index, (rows, cols, rank) in self.factors.items():
+            p = stream[offset : offset + rows * rank].reshape(rows, rank)
+            q = stream[offset + rows * rank : offset + (rows + cols) * rank].reshape(cols, rank)
+            factored.append((index, LowRank.decode(p, q)))
+            offset += (rows + cols) * rank
+        dense = stream[offset:]
+        if indices is not None:
+            dense = Sparsifier.decode(indices, dense, int(self.dense_sizes.sum()))
+        if not self.factors:
+            return dense
+        flat = np.empty(self.size, dtype=np.float32)
+        for index, matrix in factored:
+            flat[self.span(index)] = matrix.ravel()
+        start = 0
+        for index, size in zip(self.dense, self.dense_sizes.tolist(), strict=True):
+            flat[self.span(index)] = dense[start : start + size]
+            start += size
+        return flat
 
 
-def values_size(quantizer: Quantize | None, count: int) -> int:
-    """Bytes of a values section of ``count`` floats."""
-    return quantizer.section_size(count) if quantizer else 4 * count
+# ---- the float stream: quantized or raw float32 --------------------------------------------------------
 
 
-def encode_values(
-    values: np.ndarray, quantizer: Quantize | None, rng: np.random.Generator, meter: Meter
+def _encode_values(
+    values: np.ndarray,
+    segments: np.ndarray,
+    quantizer: Quantize | None,
+    rng: np.random.Generator,
+    meter: Meter,
 ) -> tuple[bytes, np.ndarray]:
-    """A float32 vector as a values section, and its reconstruction."""
     if quantizer is None:
         return values.astype("<f4", copy=False).tobytes(), values
-    section, decoded = quantizer.encode(values, rng)
+    section, decoded = quantizer.encode(values, rng, segments)
     diff = decoded - values
-    meter.add(
-        quantizer.spec(),
-        values=values.size,
-        bytes=len(section),
-        scale_bytes=8 * quantizer.num_blocks(values.size),
-    )
+    scale_bytes = 8 * int(quantizer.block_lengths(segments).size)
+    meter.add(quantizer.spec(), values=values.size, bytes=len(section), scale_bytes=scale_bytes)
     meter.error(quantizer.spec(), float(np.dot(diff, diff)), float(np.dot(values, values)))
     return section, decoded
 
 
-def decode_values(section: memoryview, quantizer: Quantize | None, count: int) -> np.ndarray:
-    """Inverse of :func:`encode_values` (the section length was checked by :func:`expected_data_len`)."""
-    if quantizer is None:
-        return np.frombuffer(section, dtype="<f4", count=count).astype(np.float32)
-    return quantizer.decode(section, count)
+def _decode_values(section: memoryview, segments: np.ndarray, quantizer: Quantize | None) -> np.ndarray:
+    count = int(segments.sum())
+    if quantizer is not None:
+        return quantizer.decode(section, segments)
+    if len(section) != 4 * count:
+        raise ValueError(f"float32 values section has {len(section)} bytes, expected {4 * count}")
+    return np.frombuffer(section, dtype="<f4").astype(np.float32)
 
 
-# ---- one tensor ---------------------------------------------------------------------------------------
+# ---- encode -----------------------------------------------------------------------------------------
 
 
-def encode_tensor(
-    name: str,
-    values: np.ndarray,
-    index: int,
+def encode_body(
+    flat: np.ndarray,
+    layout: Layout,
     spec: CodecSpec,
     *,
-    warm_q: np.ndarray | None,
+    warm_qs: Mapping[str, np.ndarray],
     seed: int,
     rng: np.random.Generator,
     meter: Meter,
-) -> EncodedTensor:
-    """Encode one float32 tensor (any shape) through the pipeline's array stages."""
-    shape = tuple(values.shape)
-    lowrank = spec.lowrank
-    if lowrank is not None and lowrank.applies(shape):
-        return _encode_factors(name, values, lowrank, spec.quantizer, warm_q, rng, meter)
+) -> tuple[bytes, np.ndarray, dict[str, np.ndarray]]:
+    """Serialize a flat float32 update (``flatten`` output) through the array stages.
+
+    Returns the body, the flat float32 reconstruction the decoder will make, and the new PowerSGD ``Q``
+    matrices by tensor name (warm starts for the next round).
+    """
+    lowrank, sparsifier = spec.lowrank, spec.sparsifier
+    entries = [
+        TableEntry(name, shape, lowrank is not None and lowrank.applies(shape)) for name, shape in layout
+    ]
+    plan = _Plan(entries, spec)
+    factors: list[np.ndarray] = []
+    new_qs: dict[str, np.ndarray] = {}
     if lowrank is not None:
-        meter.add(lowrank.spec(), passthrough_tensors=1)
-    flat = values.ravel()
-    sparsifier = spec.sparsifier
-    if sparsifier is None:
-        data, decoded = encode_values(flat, spec.quantizer, rng, meter)
-        return EncodedTensor(TableEntry(name, shape, False, len(data)), data, decoded.reshape(shape), None)
-    indices, index_section = sparsifier.encode(flat, seed=seed, tensor_index=index)
-    kept = flat[indices]
-    value_section, kept_decoded = encode_values(kept, spec.quantizer, rng, meter)
-    kept_sq = float(np.dot(kept, kept))
-    meter.add(
-        sparsifier.spec(),
-        values_in=flat.size,
-        kept=kept.size,
-        index_bytes=len(index_section),
-        bitmap_tensors=int(index_section[:1] == b"\x01"),
-    )
-    meter.error(sparsifier.spec(), float(np.dot(flat, flat)) - kept_sq, float(np.dot(flat, flat)))
-    data = index_section + value_section
-    decoded = Sparsifier.decode(indices, kept_decoded, flat.size).reshape(shape)
-    return EncodedTensor(TableEntry(name, shape, False, len(data)), data, decoded, None)
+        for index, (rows, cols, _) in plan.factors.items():
+            name, matrix = entries[index].name, flat[plan.span(index)].reshape(rows, cols)
+            p, q = lowrank.encode(matrix, warm_qs.get(name), rng)
+            _measure_lowrank(meter, lowrank, matrix, q)
+            factors += [p.ravel(), q.ravel()]
+            new_qs[name] = q
+    dense = plan.dense_stream(flat)
+    indices, index_section, kept = None, b"", dense
+    if sparsifier is not None:
+        indices, index_section = sparsifier.encode(dense, seed=seed)
+        kept = dense[indices]
+        _measure_sparsifier(meter, sparsifier, dense, kept, index_section)
+    segments = np.concatenate([plan.factor_segments, plan.dense_segments(indices)])
+    stream = np.concatenate([*factors, kept]) if factors else kept
+    values_section, decoded_stream = _encode_values(stream, segments, spec.quantizer, rng, meter)
+    table = write_table(entries)
+    meter.add("format", table_bytes=len(table))
+    parts = [table, encode_varint(len(index_section)), index_section, encode_varint(len(values_section))]
+    body = b"".join([*parts, values_section])
+    return body, plan.rebuild(decoded_stream, indices), new_qs
 
 
-def _encode_factors(
-    name: str,
-    values: np.ndarray,
-    lowrank: LowRank,
-    quantizer: Quantize | None,
-    warm_q: np.ndarray | None,
-    rng: np.random.Generator,
-    meter: Meter,
-) -> EncodedTensor:
-    shape = tuple(values.shape)
-    rows, cols = matrix_shape(shape)
-    matrix = values.reshape(rows, cols)
-    p, q = lowrank.encode(matrix, warm_q, rng)
-    rank = p.shape[1]
+def _measure_lowrank(meter: Meter, lowrank: LowRank, value: np.ndarray, q: np.ndarray) -> None:
     # P has orthonormal columns and Q = M^T P, so ||M - P Q^T||^2 = ||M||^2 - ||Q||^2.
-    total_sq, kept_sq = float(np.dot(values.ravel(), values.ravel())), float(np.dot(q.ravel(), q.ravel()))
-    meter.add(lowrank.spec(), factored_tensors=1, values_in=rows * cols, values_out=rank * (rows + cols))
+    total_sq, kept_sq = float(np.dot(value.ravel(), value.ravel())), float(np.dot(q.ravel(), q.ravel()))
+    meter.add(lowrank.spec(), factored_tensors=1, values_in=value.size, values_out=q.shape[1] * sum(q.shape))
     meter.error(lowrank.spec(), total_sq - kept_sq, total_sq)
-    p_section, p_decoded = encode_values(p.ravel(), quantizer, rng, meter)
-    q_section, q_decoded = encode_values(q.ravel(), quantizer, rng, meter)
-    decoded = LowRank.decode(p_decoded.reshape(rows, rank), q_decoded.reshape(cols, rank)).reshape(shape)
-    data = p_section + q_section
-    return EncodedTensor(TableEntry(name, shape, True, len(data)), data, decoded, q)
 
 
-def expected_data_len(entry: TableEntry, spec: CodecSpec) -> tuple[int, int]:
-    """Smallest and largest data length a well-formed section of ``entry`` can have."""
-    size = int(np.prod(entry.shape, dtype=np.int64)) if entry.shape else 1
-    if entry.factored:
-        lowrank = spec.lowrank
-        if lowrank is None or len(entry.shape) < 2 or lowrank.rank_for(entry.shape) < 1:
-            raise ValueError(
-                f"tensor {entry.name!r} is sent as factors, but the codec has no low-rank stage for it"
-            )
-        rows, cols = matrix_shape(entry.shape)
-        rank = lowrank.rank_for(entry.shape)
-        exact = values_size(spec.quantizer, rows * rank) + values_size(spec.quantizer, cols * rank)
-        return exact, exact
-    sparsifier = spec.sparsifier
-    if sparsifier is None:
-        exact = values_size(spec.quantizer, size)
-        return exact, exact
-    kept = values_size(spec.quantizer, sparsifier.count(size))
+def _measure_sparsifier(
+    meter: Meter, sparsifier: Sparsifier, dense: np.ndarray, kept: np.ndarray, index_section: bytes
+) -> None:
+    total_sq = float(np.dot(dense, dense))
+    meter.add(sparsifier.spec(), values_in=dense.size, kept=kept.size, index_bytes=len(index_section))
+    meter.error(sparsifier.spec(), total_sq - float(np.dot(kept, kept)), total_sq)
+
+
+# ---- decode -----------------------------------------------------------------------------------------
+
+
+def decode_body(
+    body: bytes | memoryview, spec: CodecSpec, seed: int, limits: DecodeLimits
+) -> tuple[np.ndarray, Layout]:
+    """Parse a body into the flat float32 update and its layout; ``CodecError``/``ValueError`` if malformed.
+
+    Every length is checked against what the table (and, for top-k, the indices) implies before the values
+    are decoded.
+    """
+    reader = Reader(body)
+    plan = _Plan(read_table(reader, limits), spec)
+    total = int(plan.dense_sizes.sum())
+    index_len = reader.varint("index section length", reader.remaining)
+    low, high = _index_bounds(spec.sparsifier, total)
+    if not low <= index_len <= high:
+        raise CodecError(
+            f"index section has {index_len} bytes; {low}..{high} expected for {total} dense values"
+        )
+    index_section = reader.take(index_len, "index section")
+    values_len = reader.varint("values section length", reader.remaining)
+    if values_len != reader.remaining:
+        raise CodecError(f"values section says {values_len} bytes, but {reader.remaining} bytes remain")
+    indices = None
+    if spec.sparsifier is not None:
+        indices = spec.sparsifier.decode_indices(index_section, total, seed=seed)
+    segments = np.concatenate([plan.factor_segments, plan.dense_segments(indices)])
+    expected = spec.quantizer.section_size(segments) if spec.quantizer else 4 * int(segments.sum())
+    if values_len != expected:
+        raise CodecError(f"values section has {values_len} bytes; the table implies {expected}")
+    stream = _decode_values(reader.take(values_len, "values section"), segments, spec.quantizer)
+    return plan.rebuild(stream, indices), [(entry.name, entry.shape) for entry in plan.entries]
+
+
+def _index_bounds(sparsifier: Sparsifier | None, total: int) -> tuple[int, int]:
+    """Smallest and largest index section a well-formed payload can have."""
     if not isinstance(sparsifier, TopK):
-        return kept, kept
-    return kept + 1, kept + 1 + max((size + 7) // 8, 5 * sparsifier.count(size))
-
-
-def decode_tensor(entry: TableEntry, data: memoryview, index: int, spec: CodecSpec, seed: int) -> np.ndarray:
-    """Rebuild one float32 tensor from its data section (``ValueError`` if the section is malformed)."""
-    size = int(np.prod(entry.shape, dtype=np.int64)) if entry.shape else 1
-    quantizer = spec.quantizer
-    if entry.factored:
-        rows, cols = matrix_shape(entry.shape)
-        rank = spec.lowrank.rank_for(entry.shape)  # type: ignore[union-attr]  # checked by expected_data_len
-        split = values_size(quantizer, rows * rank)
-        p = decode_values(data[:split], quantizer, rows * rank).reshape(rows, rank)
-        q = decode_values(data[split:], quantizer, cols * rank).reshape(cols, rank)
-        return LowRank.decode(p, q).reshape(entry.shape)
-    sparsifier = spec.sparsifier
-    if sparsifier is None:
-        return decode_values(data, quantizer, size).reshape(entry.shape)
-    count = sparsifier.count(size)
-    split = len(data) - values_size(quantizer, count)
-    indices = sparsifier.decode_indices(data[:split], size, seed=seed, tensor_index=index)
-    kept = decode_values(data[split:], quantizer, count)
-    return Sparsifier.decode(indices, kept, size).reshape(entry.shape)
+        return 0, 0
+    return 1, 1 + max((total + 7) // 8, 5 * sparsifier.count(total))

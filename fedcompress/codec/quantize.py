@@ -96,72 +96,82 @@ class Quantize(Stage):
             return f"q:{self.bits}:range={format_float(self.range)}"
         return f"q:{self.bits}:block={self.block}"
 
-    # ---- sizes ---------------------------------------------------------------------------------------
+    # ---- block layout and sizes ----------------------------------------------------------------------
 
-    def num_blocks(self, count: int) -> int:
-        """Blocks (each with a float32 lo and step) for ``count`` values; 0 for the fixed range."""
-        return 0 if self.block is None else -(-count // self.block)
+    def block_lengths(self, segments: np.ndarray) -> np.ndarray:
+        """Length of each block (blocks restart at every segment boundary); none for a fixed range."""
+        segments = np.asarray(segments, dtype=np.int64)
+        if self.block is None or segments.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        per_segment = -(-segments // self.block)
+        lengths = np.full(int(per_segment.sum()), self.block, dtype=np.int64)
+        last = np.cumsum(per_segment)[per_segment > 0] - 1  # each segment's final, possibly short, block
+        lengths[last] = segments[per_segment > 0] - (per_segment[per_segment > 0] - 1) * self.block
+        return lengths
 
-    def section_size(self, count: int) -> int:
-        """Exact bytes of the encoded section for ``count`` values."""
-        return 8 * self.num_blocks(count) + packed_size(count, self.bits)
+    def section_size(self, segments: np.ndarray) -> int:
+        """Exact bytes of the encoded section for values split into ``segments`` (lengths)."""
+        count = int(np.sum(segments, dtype=np.int64))
+        return 8 * int(self.block_lengths(segments).size) + packed_size(count, self.bits)
 
     # ---- encode / decode -----------------------------------------------------------------------------
 
-    def encode(self, values: np.ndarray, rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
-        """Quantize a float32 vector: the section bytes and the reconstruction the decoder will make."""
-        count = values.size
-        lo, step, rows = self._scales(values)
-        scaled = (rows - lo[:, None]) / np.where(step > 0, step, np.float32(1))[:, None]
-        scaled += rng.random(scaled.shape, dtype=np.float32)  # stochastic rounding: floor(t + u), u ~ U[0, 1)
+    def encode(
+        self, values: np.ndarray, rng: np.random.Generator, segments: np.ndarray
+    ) -> tuple[bytes, np.ndarray]:
+        """Quantize a float32 vector whose blocks restart at each of ``segments``.
+
+        Returns the section bytes and the float32 reconstruction the decoder will make.
+        """
+        lengths = self.block_lengths(segments)
+        lo_each: np.ndarray | np.float32
+        step_each: np.ndarray | np.float32
+        if self.block is None:
+            lo_each, step_each = self._fixed_scales()
+            values = np.clip(values, lo_each, -lo_each)
+            head = b""
+        else:
+            starts = np.cumsum(lengths) - lengths
+            lo = np.minimum.reduceat(values, starts) if starts.size else np.zeros(0, np.float32)
+            hi = np.maximum.reduceat(values, starts) if starts.size else np.zeros(0, np.float32)
+            step = ((hi.astype(np.float64) - lo) / self.levels).astype(np.float32)
+            # A range that underflowed to step 0 keeps the smallest positive step (0 means a constant block).
+            step[(step == 0) & (hi > lo)] = np.finfo(np.float32).smallest_subnormal
+            head = np.stack([lo, step], axis=1).astype("<f4").tobytes()
+            # A constant block has step 0: divide by 1 instead (its values all equal lo, so codes are 0).
+            lo_each = np.repeat(lo, lengths)
+            step_each = np.repeat(np.where(step > 0, step, np.float32(1)), lengths)
+        scaled = (values - lo_each) / step_each
+        scaled += rng.random(scaled.size, dtype=np.float32)  # stochastic rounding: floor(t + u), u ~ U[0, 1)
         np.clip(scaled, 0, self.levels, out=scaled)
-        codes = scaled.astype(np.uint16 if self.bits == 16 else np.uint8).ravel()[:count]
-        head = b"" if self.block is None else np.stack([lo, step], axis=1).astype("<f4").tobytes()
-        return head + pack_codes(codes, self.bits), self._reconstruct(codes, lo, step)
+        codes = scaled.astype(np.uint16 if self.bits == 16 else np.uint8)
+        return head + pack_codes(codes, self.bits), _reconstruct(codes, lo_each, step_each)
 
-    def decode(self, section: bytes | memoryview, count: int) -> np.ndarray:
-        """Rebuild ``count`` float32 values from a section of exactly ``section_size(count)`` bytes."""
-        if len(section) != self.section_size(count):
-            raise ValueError(
-                f"quantized section has {len(section)} bytes, expected {self.section_size(count)}"
-            )
-        nblocks = self.num_blocks(count)
+    def decode(self, section: bytes | memoryview, segments: np.ndarray) -> np.ndarray:
+        """Rebuild the float32 values from a section of exactly ``section_size(segments)`` bytes."""
+        expected = self.section_size(segments)
+        if len(section) != expected:
+            raise ValueError(f"quantized section has {len(section)} bytes, expected {expected}")
+        count = int(np.sum(segments, dtype=np.int64))
+        lengths = self.block_lengths(segments)
+        lo_each: np.ndarray | np.float32
+        step_each: np.ndarray | np.float32
         if self.block is None:
-            lo, step = self._fixed_scales()
+            lo_each, step_each = self._fixed_scales()
         else:
-            scales = np.frombuffer(section[: 8 * nblocks], dtype="<f4").reshape(nblocks, 2)
-            lo, step = scales[:, 0].astype(np.float32), scales[:, 1].astype(np.float32)
-        codes = unpack_codes(section[8 * nblocks :], count, self.bits)
-        return self._reconstruct(codes, lo, step)
+            scales = np.frombuffer(section[: 8 * lengths.size], dtype="<f4").reshape(lengths.size, 2)
+            lo_each = np.repeat(scales[:, 0].astype(np.float32), lengths)
+            step_each = np.repeat(scales[:, 1].astype(np.float32), lengths)
+        return _reconstruct(unpack_codes(section[8 * lengths.size :], count, self.bits), lo_each, step_each)
 
-    def _fixed_scales(self) -> tuple[np.ndarray, np.ndarray]:
+    def _fixed_scales(self) -> tuple[np.float32, np.float32]:
         bound = float(self.range or 0.0)
-        return np.array([-bound], dtype=np.float32), np.array([2 * bound / self.levels], dtype=np.float32)
+        return np.float32(-bound), np.float32(2 * bound / self.levels)
 
-    def _scales(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-block (lo, step) and the values as rows of one block (padded with the last value)."""
-        if self.block is None:
-            lo, step = self._fixed_scales()
-            return lo, step, np.clip(values, lo[0], -lo[0]).reshape(1, -1)
-        block, nblocks = self.block, self.num_blocks(values.size)
-        if values.size == nblocks * block:
-            rows = values.reshape(nblocks, block)
-        else:
-            padded = np.empty(nblocks * block, dtype=np.float32)
-            padded[: values.size] = values
-            padded[values.size :] = values[-1]
-            rows = padded.reshape(nblocks, block)
-        lo, hi = rows.min(axis=1), rows.max(axis=1)
-        step = ((hi.astype(np.float64) - lo) / self.levels).astype(np.float32)
-        return lo, step, rows
 
-    def _reconstruct(self, codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
-        """``lo + code * step`` per block, float32, in the same arithmetic on both sides."""
-        count = codes.size
-        width = count if self.block is None else self.block
-        flat = np.zeros(lo.size * width, dtype=np.float32)
-        flat[:count] = codes
-        rows = flat.reshape(lo.size, width)
-        rows *= step[:, None]
-        rows += lo[:, None]
-        return rows.ravel()[:count]
+def _reconstruct(codes: np.ndarray, lo: np.ndarray | np.float32, step: np.ndarray | np.float32) -> np.ndarray:
+    """``lo + code * step`` in float32: the same arithmetic in encoder and decoder."""
+    out = codes.astype(np.float32)
+    out *= step
+    out += lo
+    return out

@@ -1,10 +1,11 @@
 """``randk:F`` — keep a random fraction ``F`` of entries, a mask made from the payload's seed (no indices).
 
-The mask of tensor number ``i`` is the ``k`` smallest of ``n`` raw 64-bit draws of a PCG64 generator seeded
-with ``derive_seed(seed, "randk", i)``: raw bit-generator output is stable across numpy versions (unlike
-``Generator.choice``), so encoder and decoder agree. Kept values are not rescaled (error feedback carries the
-rest), and the mask depends only on the seed and the tensor size, so the stage is data-independent. Give every
-client the same seed and they share one mask, as secure aggregation needs.
+The mask over the dense stream of ``n`` values is the positions of the ``k`` smallest of ``n`` raw 64-bit
+draws of a PCG64 generator seeded with ``derive_seed(seed, "randk")``: raw bit-generator output is stable
+across numpy versions (unlike ``Generator.choice``), so encoder and decoder agree. Kept values are not
+rescaled (error feedback carries the rest), and the mask depends only on the seed and the model's shapes, so
+the stage is data-independent. Give every client the same seed and they share one mask, as secure aggregation
+needs.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from fedcompress.seeding import derive_seed
 __all__ = ["RandK", "random_mask"]
 
 
-def random_mask(size: int, keep: int, seed: int, tensor_index: int) -> np.ndarray:
+def random_mask(size: int, keep: int, seed: int) -> np.ndarray:
     """Sorted int64 indices of ``keep`` of ``size`` entries, a pure function of the arguments."""
     if keep >= size:
         return np.arange(size, dtype=np.int64)
-    draws = np.random.PCG64(derive_seed(seed, "randk", tensor_index)).random_raw(size)
+    draws = np.random.PCG64(derive_seed(seed, "randk")).random_raw(size)
     return np.sort(np.argpartition(draws, keep - 1)[:keep]).astype(np.int64)
 
 
@@ -37,14 +38,12 @@ class RandK(Sparsifier):
         """True: the mask depends on the public seed and the tensor size only."""
         return True
 
-    def encode(self, values: np.ndarray, *, seed: int, tensor_index: int) -> tuple[np.ndarray, bytes]:
+    def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
         """The seeded mask; the index section is empty."""
-        return random_mask(values.size, self.count(values.size), seed, tensor_index), b""
+        return random_mask(values.size, self.count(values.size), seed), b""
 
-    def decode_indices(
-        self, section: bytes | memoryview, size: int, *, seed: int, tensor_index: int
-    ) -> np.ndarray:
+    def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
         """Regenerate the mask from the seed; the section must be empty."""
         if len(section) != 0:
             raise ValueError(f"random-k sends no indices, but the payload holds {len(section)} index bytes")
-        return random_mask(size, self.count(size), seed, tensor_index)
+        return random_mask(size, self.count(size), seed)

@@ -1,8 +1,10 @@
 """What the two sparsifiers (``topk``, ``randk``) share: the kept count, the scatter back, the spec syntax.
 
-A sparsifier keeps ``k = round(fraction * n)`` entries (at least one of a non-empty tensor) of every tensor
-that reaches it dense; factors produced by ``lowrank`` are not sparsified (every entry of a basis matters).
-Dropped entries decode as zeros and are carried to the next round by error feedback.
+A sparsifier works on the dense stream: every tensor that ``lowrank`` did not factor, flattened and
+concatenated in table order (``n`` values). It keeps ``k = round(fraction * n)`` of them (at least one when
+``n > 0``), chosen over the whole stream (one global top-k, one random mask). Factors made by ``lowrank`` are
+not sparsified: every entry of a basis matters. Dropped entries decode as zeros; error feedback carries them
+on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ __all__ = ["Sparsifier"]
 
 
 class Sparsifier(Stage):
-    """Base of ``topk`` and ``randk``: keep a fraction of each dense tensor's entries.
+    """Base of ``topk`` and ``randk``: keep a fraction of the dense stream's entries.
 
     Parameters
     ----------
@@ -52,13 +54,11 @@ class Sparsifier(Stage):
         return min(size, max(1, round(self.fraction * size)))
 
     @abstractmethod
-    def encode(self, values: np.ndarray, *, seed: int, tensor_index: int) -> tuple[np.ndarray, bytes]:
+    def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
         """Choose the kept entries of a flat vector: sorted int64 indices, and the index section to send."""
 
     @abstractmethod
-    def decode_indices(
-        self, section: bytes | memoryview, size: int, *, seed: int, tensor_index: int
-    ) -> np.ndarray:
+    def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
         """Sorted indices of the kept entries, from the index section (``ValueError`` if it is malformed)."""
 
     @staticmethod

@@ -19,7 +19,7 @@ _GAPS, _BITMAP = 0, 1
 
 @register_stage
 class TopK(Sparsifier):
-    """Keep the ``round(fraction * n)`` largest-magnitude entries of each dense tensor (ties: any of them)."""
+    """Keep the ``round(fraction * n)`` largest-magnitude entries of the dense stream (ties: any of them)."""
 
     codec_id = "topk"
 
@@ -28,7 +28,7 @@ class TopK(Sparsifier):
         """False: which entries are kept depends on the data."""
         return False
 
-    def encode(self, values: np.ndarray, *, seed: int, tensor_index: int) -> tuple[np.ndarray, bytes]:
+    def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
         """Indices of the ``k`` largest magnitudes, sorted, and their compact encoding."""
         size, keep = values.size, self.count(values.size)
         if keep == size:
@@ -37,9 +37,7 @@ class TopK(Sparsifier):
             indices = np.sort(np.argpartition(np.abs(values), size - keep)[size - keep :]).astype(np.int64)
         return indices, encode_indices(indices, size)
 
-    def decode_indices(
-        self, section: bytes | memoryview, size: int, *, seed: int, tensor_index: int
-    ) -> np.ndarray:
+    def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
         """Parse the index section written by :func:`encode_indices`."""
         return decode_indices(section, self.count(size), size)
 

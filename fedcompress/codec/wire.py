@@ -13,8 +13,8 @@ Format version 1, all integers little-endian or unsigned LEB128 varints::
     body
       n_tensors   varint
       table       per tensor: name_len varint, name UTF-8, dtype u8 (1 = float32), kind u8 (0 = dense,
-                  1 = low-rank factors), ndim u8, dims varint * ndim, data_len varint
-      data        the tensors' data sections, in table order, exactly sum(data_len) bytes
+                  1 = low-rank factors), ndim u8, dims varint * ndim
+      sections    index and values sections (see :mod:`fedcompress.codec.pipeline`)
 
 Every count and length is checked against the bytes that remain and against :class:`DecodeLimits` before
 anything is allocated. Changing the layout means a new version number; unknown versions are refused by number.
@@ -47,7 +47,7 @@ FORMAT_VERSION = 1
 MAX_CONFIG_BYTES = 4096
 DTYPE_FLOAT32 = 1
 KIND_DENSE, KIND_FACTORS = 0, 1
-_MIN_ENTRY_BYTES = 5  # name_len, dtype, kind, ndim, data_len: one byte each at least
+_MIN_ENTRY_BYTES = 4  # name_len, dtype, kind, ndim: one byte each at least
 
 
 class Reader:
@@ -135,12 +135,11 @@ def read_header(reader: Reader, limits: DecodeLimits) -> tuple[CodecSpec, int, i
 
 @dataclass(frozen=True)
 class TableEntry:
-    """One tensor's row of the table: name, shape, whether it travels as low-rank factors, its data length."""
+    """One tensor's row of the table: name, shape, and whether it travels as low-rank factors."""
 
     name: str
     shape: tuple[int, ...]
     factored: bool
-    data_len: int
 
 
 def write_table(entries: list[TableEntry]) -> bytes:
@@ -154,18 +153,17 @@ def write_table(entries: list[TableEntry]) -> bytes:
             bytes([DTYPE_FLOAT32, int(entry.factored), len(entry.shape)]),
         ]
         parts += [encode_varint(dim) for dim in entry.shape]
-        parts.append(encode_varint(entry.data_len))
     return b"".join(parts)
 
 
 def read_table(reader: Reader, limits: DecodeLimits) -> list[TableEntry]:
-    """Parse and check the table; the data sections must fill the rest of the body exactly."""
+    """Parse and check the table: counts, names (UTF-8, unique), dtypes, kinds, dimensions, total size."""
     count = reader.varint("tensor count", limits.max_tensors)
     if count * _MIN_ENTRY_BYTES > reader.remaining:
         raise CodecError(f"payload claims {count} tensors but only {reader.remaining} body bytes remain")
     entries: list[TableEntry] = []
     names: set[str] = set()
-    elements = data_total = 0
+    elements = 0
     for index in range(count):
         entry = _read_entry(reader, limits, index)
         if entry.name in names:
@@ -174,10 +172,7 @@ def read_table(reader: Reader, limits: DecodeLimits) -> list[TableEntry]:
         elements += _size(entry.shape)
         if elements > limits.max_elements:
             raise CodecError(f"tensors hold more than max_elements={limits.max_elements} values")
-        data_total += entry.data_len
         entries.append(entry)
-    if data_total != reader.remaining:
-        raise CodecError(f"table lists {data_total} data bytes but {reader.remaining} bytes follow it")
     return entries
 
 
@@ -198,8 +193,7 @@ def _read_entry(reader: Reader, limits: DecodeLimits, index: int) -> TableEntry:
     if ndim > limits.max_ndim:
         raise CodecError(f"tensor {name!r} has {ndim} dimensions, above max_ndim={limits.max_ndim}")
     shape = tuple(reader.varint(f"tensor {name!r} dimension", limits.max_elements) for _ in range(ndim))
-    data_len = reader.varint(f"tensor {name!r} data length", reader.remaining)
-    return TableEntry(name, shape, kind == KIND_FACTORS, data_len)
+    return TableEntry(name, shape, kind == KIND_FACTORS)
 
 
 def _size(shape: tuple[int, ...]) -> int:

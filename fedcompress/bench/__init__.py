@@ -1,0 +1,1 @@
+"""Benchmarks callable from the CLI (``fedcompress bench ...``): measurements, not tests."""
