@@ -57,7 +57,7 @@ def train(msg: Message, context: Context) -> Message:
         noise_multiplier=noise,
         state=state,
     )
-    context.state[_STATE_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in reply.state.items()})
+    context.state[_STATE_KEY] = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in reply.state.items()})
     if disk_root is not None:
         save_state_to_disk(disk_root, partition, reply.state)
     content = RecordDict({"arrays": payload_record(reply.payload), "metrics": MetricRecord(reply.metrics)})

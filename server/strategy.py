@@ -38,7 +38,7 @@ def payload_from_record(record: ArrayRecord) -> bytes:
     array = record["payload"]
     if array.dtype != "uint8" or len(array.shape) != 1:
         raise ValueError(f"payload must be a 1-D uint8 array, got {array.dtype} {array.shape}")
-    return array.data if isinstance(array.data, bytes) else bytes(array.data)
+    return array.numpy().tobytes()
 
 
 class CompressedFedAvg(Strategy):

@@ -64,7 +64,7 @@ def decode_updates(
     """Decode every reply against the model's names and shapes; bad ones become failures."""
     limits = limits_for(reference)
     result = DecodedRound(updates=[], failures={}, uplink_bytes=0)
-    for reply in replies:
+    for reply in sorted(replies, key=lambda r: r.partition_id):  # a fixed order makes float sums reproducible
         result.uplink_bytes += len(reply.payload)
         try:
             update = decode(reply.payload, limits=limits)

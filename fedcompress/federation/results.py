@@ -113,11 +113,11 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r['clients_failed']:>6}  {eps}"
         )
     f = result["final"]
-    ratio = f["compression_ratio"]
+    ratio = f"x{f['compression_ratio']:.1f}" if f["compression_ratio"] else "n/a"
     lines.append(
         f"final: psnr {f['psnr']:.2f} dB (start {f['psnr_initial']:.2f}), ssim {f['ssim']:.3f}, "
-        f"uplink {f['uplink_bytes']} B vs dense {f['dense_uplink_bytes']} B "
-        f"(x{ratio:.1f})" if ratio else "final: no completed rounds"
+        f"uplink {f['uplink_bytes']} B vs dense {f['dense_uplink_bytes']} B ({ratio}), "
+        f"{f['rounds_completed']} rounds completed, {f['clients_failed']} client failures"
     )
     if result.get("privacy", {}).get("summary"):
         lines.append("privacy: " + result["privacy"]["summary"])
