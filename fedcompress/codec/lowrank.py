@@ -15,11 +15,13 @@ unchanged.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fedcompress.codec.base import Stage, check_int, parse_number, register_stage
 
-__all__ = ["LowRank", "matrix_shape"]
+__all__ = ["LowRank", "matrix_shape", "orthonormalize"]
 
 METHODS = ("power", "svd")
 MAX_RANK = 1 << 16
@@ -27,8 +29,27 @@ MAX_RANK = 1 << 16
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2-D view of a tensor: first dimension by the product of the rest (conv: out x in*kh*kw)."""
-    rows = shape[0] if shape else 1
-    return rows, int(np.prod(shape[1:], dtype=np.int64))
+    return (shape[0], math.prod(shape[1:])) if shape else (1, 1)
+
+
+def orthonormalize(matrix: np.ndarray) -> np.ndarray:
+    """Orthonormal columns spanning ``matrix``'s (modified Gram-Schmidt in float64, as PowerSGD's reference).
+
+    A column (numerically) in the span of the previous ones becomes zero; ``P P^T`` is then still an
+    orthogonal projection, which is all the algorithm needs.
+    """
+    out = matrix.astype(np.float64)
+    for j in range(out.shape[1]):
+        column = out[:, j]
+        before = math.sqrt(column @ column)
+        for i in range(j):
+            column -= (out[:, i] @ column) * out[:, i]
+        norm = math.sqrt(column @ column)
+        if norm > 1e-6 * before and norm > 0.0:
+            column /= norm
+        else:
+            column[:] = 0.0
+    return out
 
 
 @register_stage
@@ -102,8 +123,7 @@ class LowRank(Stage):
             return u[:, :rank].astype(np.float32), (vt[:rank].T * s[:rank]).astype(np.float32)
         if warm_q is None or not np.all(np.isfinite(warm_q)) or not np.any(warm_q):
             warm_q = rng.standard_normal((cols, rank), dtype=np.float32)
-        p = matrix @ warm_q.astype(np.float32, copy=False)  # P = M Q
-        p, _ = np.linalg.qr(p)  # orthonormalize P
+        p = orthonormalize(matrix @ warm_q.astype(np.float32, copy=False)).astype(np.float32)  # P = orth(M Q)
         q = matrix.T @ p  # Q = M^T P
         return p.astype(np.float32, copy=False), q.astype(np.float32, copy=False)
 

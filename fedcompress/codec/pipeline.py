@@ -185,7 +185,8 @@ def encode_body(
 def _measure_lowrank(meter: Meter, lowrank: LowRank, value: np.ndarray, q: np.ndarray) -> None:
     # P has orthonormal columns and Q = M^T P, so ||M - P Q^T||^2 = ||M||^2 - ||Q||^2.
     total_sq, kept_sq = float(np.dot(value.ravel(), value.ravel())), float(np.dot(q.ravel(), q.ravel()))
-    meter.add(lowrank.spec(), factored_tensors=1, values_in=value.size, values_out=q.shape[1] * sum(q.shape))
+    rows, (cols, rank) = value.shape[0], q.shape
+    meter.add(lowrank.spec(), factored_tensors=1, values_in=value.size, values_out=rank * (rows + cols))
     meter.error(lowrank.spec(), total_sq - kept_sq, total_sq)
 
 

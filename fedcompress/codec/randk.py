@@ -1,7 +1,7 @@
 """``randk:F`` — keep a random fraction ``F`` of entries, a mask made from the payload's seed (no indices).
 
-The mask over the dense stream of ``n`` values is the positions of the ``k`` smallest of ``n`` raw 64-bit
-draws of a PCG64 generator seeded with ``derive_seed(seed, "randk")``: raw bit-generator output is stable
+The mask over the dense stream of ``n`` values is the positions of the ``k`` smallest of ``n`` raw 32-bit
+keys from a PCG64 generator seeded with ``derive_seed(seed, "randk")``: raw bit-generator output is stable
 across numpy versions (unlike ``Generator.choice``), so encoder and decoder agree. Kept values are not
 rescaled (error feedback carries the rest), and the mask depends only on the seed and the model's shapes, so
 the stage is data-independent. Give every client the same seed and they share one mask, as secure aggregation
@@ -20,11 +20,21 @@ __all__ = ["RandK", "random_mask"]
 
 
 def random_mask(size: int, keep: int, seed: int) -> np.ndarray:
-    """Sorted int64 indices of ``keep`` of ``size`` entries, a pure function of the arguments."""
+    """Sorted int64 indices of ``keep`` of ``size`` entries, a pure function of the arguments.
+
+    The entries with the ``keep`` smallest 32-bit keys (ties: lowest index first), keys being the raw PCG64
+    output read as little-endian uint32 pairs. About 9 bytes of scratch memory per entry.
+    """
     if keep >= size:
         return np.arange(size, dtype=np.int64)
-    draws = np.random.PCG64(derive_seed(seed, "randk")).random_raw(size)
-    return np.sort(np.argpartition(draws, keep - 1)[:keep]).astype(np.int64)
+    raw = np.random.PCG64(derive_seed(seed, "randk")).random_raw((size + 1) // 2)
+    keys = np.asarray(raw, dtype="<u8").view("<u4")[:size]
+    threshold = np.partition(keys, keep - 1)[keep - 1]
+    mask = keys < threshold
+    missing = keep - int(np.count_nonzero(mask))
+    if missing:
+        mask[np.flatnonzero(keys == threshold)[:missing]] = True
+    return np.flatnonzero(mask).astype(np.int64)
 
 
 @register_stage

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from fedcompress.codec.base import SLOT_NAMES, Stage, get_stage_class, registered_ids
@@ -27,14 +28,19 @@ NONE = "none"
 # Every built-in stage (importing a stage module registers it).
 STAGE_CLASSES: tuple[type[Stage], ...] = (LowRank, TopK, RandK, Quantize, Zstd)
 
-#: Named presets and the canonical spec each expands to.
-PRESETS: Mapping[str, str] = {
-    "none": NONE,
-    "zstd": "zstd:3",
-    "q8": "q:8:block=256+zstd:3",
-    "balanced": "topk:0.1+q:8:block=256+zstd:3",
-    "aggressive": "lowrank:2:power+topk:0.1+q:4:block=256+zstd:3",
-}
+#: Named presets and the canonical spec each expands to. Measured on a U-Net denoiser's SGD update (246k
+#: parameters, ``fedcompress bench codec``): zstd x1.4 lossless; q8 x3.9 at relative L2 error 0.01; balanced
+#: x28 at 0.15; aggressive x300 at 0.43; powersgd x46 at 0.38 (one message, before error feedback).
+PRESETS: Mapping[str, str] = MappingProxyType(
+    {
+        "none": NONE,
+        "zstd": "zstd:3",
+        "q8": "q:8:block=256+zstd:3",
+        "balanced": "topk:0.1+q:8:block=256+zstd:3",
+        "aggressive": "topk:0.01+q:4:block=256+zstd:3",
+        "powersgd": "lowrank:4:power+q:8:block=256+zstd:3",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from fedcompress.codec.base import register_stage
 from fedcompress.codec.sparsify import Sparsifier
 from fedcompress.codec.varint import decode_varints, encode_varints
 
-__all__ = ["TopK"]
+__all__ = ["TopK", "decode_indices", "encode_indices", "largest_indices"]
 
 _GAPS, _BITMAP = 0, 1
 
@@ -31,15 +31,26 @@ class TopK(Sparsifier):
     def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
         """Indices of the ``k`` largest magnitudes, sorted, and their compact encoding."""
         size, keep = values.size, self.count(values.size)
-        if keep == size:
-            indices = np.arange(size, dtype=np.int64)
-        else:
-            indices = np.sort(np.argpartition(np.abs(values), size - keep)[size - keep :]).astype(np.int64)
+        indices = np.arange(size, dtype=np.int64) if keep == size else largest_indices(np.abs(values), keep)
         return indices, encode_indices(indices, size)
 
     def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
         """Parse the index section written by :func:`encode_indices`."""
         return decode_indices(section, self.count(size), size)
+
+
+def largest_indices(magnitudes: np.ndarray, keep: int) -> np.ndarray:
+    """Sorted indices of the ``keep`` largest entries (``0 < keep < size``).
+
+    Those above the keep-th largest value, then as many equal to it as needed, lowest index first. A threshold
+    and a mask instead of an argpartition and a sort: the same set, about twice as fast.
+    """
+    threshold = np.partition(magnitudes, magnitudes.size - keep)[magnitudes.size - keep]
+    mask = magnitudes > threshold
+    missing = keep - int(np.count_nonzero(mask))
+    if missing:
+        mask[np.flatnonzero(magnitudes == threshold)[:missing]] = True
+    return np.flatnonzero(mask).astype(np.int64)
 
 
 def encode_indices(indices: np.ndarray, size: int) -> bytes:
