@@ -46,14 +46,16 @@ def encode(
     ValueError
         A bad spec or seed, a tensor holding NaN/Inf (named), or a state that does not match the update.
     """
-    return _encode(update, spec, state, seed)[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # values too large are refused by name below
+        return _encode(update, spec, state, seed)[0]
 
 
 def encode_with_stats(
     update: Mapping[str, Any], spec: str | CodecSpec, state: CodecState | None = None, *, seed: int = 0
 ) -> tuple[bytes, EncodeStats]:
     """:func:`encode`, and what it cost and lost (:class:`EncodeStats`)."""
-    return _encode(update, spec, state, seed)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _encode(update, spec, state, seed)
 
 
 def decode(
@@ -72,7 +74,8 @@ def decode(
             f"payload of {len(payload)} bytes is above max_payload_bytes={limits.max_payload_bytes}"
         )
     try:
-        return _decode(memoryview(payload).cast("B"), limits)
+        with np.errstate(all="ignore"):  # overflow in hostile data ends in the NaN/Inf check, not a warning
+            return _decode(memoryview(payload).cast("B"), limits)
     except CodecError:
         raise
     except Exception as e:  # the safety net: nothing a payload does may escape as another exception type
