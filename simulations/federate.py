@@ -1,0 +1,594 @@
+"""``fedcompress federate``: a real multi-process federation on loopback, one SuperNode per data partition.
+
+What runs (Flower 1.42; see notes/flower-1.42.md):
+
+- one ``flower-superlink`` on a free loopback port. In 1.42 that single HTTP port serves the Fleet API
+  (SuperNodes), the Control API (the ``flwr`` CLI) and the Runtime API (its own ``flower-superexec``, which
+  starts ``flwr-serverapp`` for the run);
+- ``N`` ``flower-supernode`` processes, each with its own Runtime API port (``--port``; its SuperExec starts a
+  fresh ``flwr-clientapp`` per message) and ``--node-config "partition-id=i num-partitions=N"``;
+- the ``flwr`` CLI, pointed at the SuperLink through connection ``fedcompress-local`` in
+  ``$FLWR_HOME/config.toml``: ``flwr run`` submits the app (the repository root), ``flwr log --stream`` copies
+  the ServerApp's output to ``logs/serverapp.log``, and ``flwr ls`` gives the run's true status
+  (``flwr run`` exits 0 even when the ServerApp crashes).
+
+Every process gets the same environment (``flower_env``) plus a random token, so that on success, failure,
+timeout or Ctrl-C each of them, and every descendant Flower started (SuperExecs detach into their own
+sessions), is found and stopped by PID: SIGTERM, then SIGKILL after a grace period. PIDs are written to
+``logs/pids.txt`` while the federation runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcompress.config import RunConfig
+from fedcompress.errors import RunError
+from fedcompress.federation.results import RESULT_FILE, read_result
+from simulations.flower_env import flower_env
+from simulations.simulate import default_out_dir
+
+__all__ = ["CONNECTION", "TOKEN_VARIABLE", "LocalFederation", "federate", "process_alive"]
+
+CONNECTION = "fedcompress-local"
+TOKEN_VARIABLE = "FEDCOMPRESS_FEDERATION_TOKEN"
+APP_ROOT = Path(__file__).resolve().parents[1]
+_HOST = "127.0.0.1"
+_GRACE_S = 5.0
+_START_TIMEOUT_S = 90.0
+_CLI_TIMEOUT_S = 120.0
+_LS_EVERY_S = 15.0
+_POLL_S = 3.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROGRESS = re.compile(r"^(\[round \d+/\d+\]|round \d+: |resuming |stopped before round|result: )")
+
+
+def _say(started: float, text: str) -> None:
+    print(f"[federate {time.monotonic() - started:6.1f}s] {text}", flush=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(_ANSI.sub("", text).splitlines()[-lines:]) or f"({path} is empty)"
+
+
+# ====================================================================================== processes by PID
+# A PID is only "ours" together with its start time (clock ticks since boot, /proc/PID/stat field 22), so a
+# PID the kernel has reused for someone else's process is never signalled.
+_Stat = tuple[int, str, int]  # (parent pid, state letter, start time)
+
+
+def _stat(pid: int) -> _Stat | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _proc_table() -> dict[int, _Stat]:
+    """``pid -> (parent pid, state, start time)`` for every process in /proc (empty off Linux)."""
+    if not os.path.isdir("/proc"):
+        return {}
+    stats = {int(e): _stat(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    return {pid: stat for pid, stat in stats.items() if stat is not None}
+
+
+def _has_token(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def process_alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether ``pid`` is a live process (and, if given, the one that started at ``start_time``).
+
+    A zombie, which only waits for its parent to reap it, counts as gone. ``start_time`` is ignored off Linux.
+    """
+    stat = _stat(pid)
+    if stat is not None:
+        return stat[1] not in "ZX" and (start_time is None or stat[2] == start_time)
+    if os.path.isdir("/proc"):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, but belongs to someone else
+    return True
+
+
+class _Processes:
+    """The processes of one federation: started in their own sessions, found again by tree and token."""
+
+    def __init__(self, logs: Path, env: Mapping[str, str], token: str, started: float):
+        self.logs = logs
+        self.env = dict(env)
+        self.marker = f"{TOKEN_VARIABLE}={token}".encode()
+        self.started = started
+        self.popens: dict[str, subprocess.Popen[bytes]] = {}
+        self.seen: dict[int, tuple[str, int]] = {}  # pid -> (role, start time)
+
+    def start(self, role: str, cmd: list[str], log_name: str | None = None) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in a new session with its output in ``logs/<log_name or role>.log``."""
+        with (self.logs / f"{log_name or role}.log").open("ab") as log:
+            popen = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                cwd=self.logs, start_new_session=True,
+            )
+        self.popens[role] = popen
+        stat = _stat(popen.pid)
+        self.seen[popen.pid] = (role, stat[2] if stat else -1)
+        self.record()
+        return popen
+
+    def run(self, cmd: list[str], timeout: float = _CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """Run a short ``flwr`` CLI command to completion (it gets the token too, so it is never leaked)."""
+        return subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self.env, cwd=self.logs,
+            timeout=timeout, start_new_session=True, check=False,
+        )
+
+    def check_alive(self, roles: list[str]) -> None:
+        """Raise ``RunError`` naming the first of ``roles`` that has exited, with the tail of its log."""
+        for role in roles:
+            code = self.popens[role].poll()
+            if code is not None:
+                log = self.logs / f"{role}.log"
+                raise RunError(
+                    f"{role} (pid {self.popens[role].pid}) exited with code {code} while the federation was "
+                    f"running; last lines of {log}:\n{_tail(log)}"
+                )
+
+    def members(self) -> list[int]:
+        """Live PIDs of every process we started, their descendants, and anything carrying our token."""
+        table = _proc_table()
+        if not table:  # not Linux: only what we started ourselves
+            return [p.pid for p in self.popens.values() if p.poll() is None]
+        ours = {pid for pid, (_, start) in self.seen.items() if pid in table and table[pid][2] == start}
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = list(ours)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in ours:
+                    ours.add(child)
+                    stack.append(child)
+        ours |= {pid for pid in table if pid != os.getpid() and _has_token(pid, self.marker)}
+        for pid in ours - self.seen.keys():
+            self.seen[pid] = ("child", table[pid][2])
+        return sorted(pid for pid in ours if table[pid][1] not in "ZX")
+
+    def record(self) -> None:
+        """Write ``logs/pids.txt``: every PID seen so far, with its role."""
+        lines = [f"# {self.marker.decode()}", "# pid start-time role"]
+        lines += [f"{pid} {start} {role}" for pid, (role, start) in sorted(self.seen.items())]
+        (self.logs / "pids.txt").write_text("\n".join(lines) + "\n")
+
+    def _signal(self, pids: list[int], sig: int) -> None:
+        for popen in self.popens.values():
+            if popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(popen.pid, sig)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def stop(self, grace: float = _GRACE_S) -> None:
+        """Stop everything: SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left, reap our children."""
+        alive = self.members()
+        self.record()
+        if alive:
+            self._signal(alive, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while alive and time.monotonic() < deadline:
+                time.sleep(0.2)
+                alive = self.members()
+        for _ in range(3):
+            if not alive:
+                break
+            self._signal(alive, signal.SIGKILL)
+            time.sleep(0.5)
+            alive = self.members()
+        for popen in self.popens.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=2.0)
+        self.record()
+        if alive:
+            _say(self.started, f"warning: could not stop {sorted(alive)}")
+        else:
+            _say(self.started, f"stopped all {len(self.seen)} processes (PIDs in {self.logs / 'pids.txt'})")
+
+
+# ====================================================================================== helpers
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _sigterm_to_interrupt() -> bool:
+    """Make SIGTERM raise ``KeyboardInterrupt`` (so clean-up runs), if it has its default action here.
+
+    Only in the main thread, and never over a handler someone else installed. Returns whether it did.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that are free now (held together so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((_HOST, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tool(name: str) -> str:
+    """A Flower executable: next to this interpreter (the venv), else on PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.is_file() else shutil.which(name)
+    if found is None:
+        raise RunError(f"cannot find {name!r} next to {sys.executable} or on PATH; is flwr installed?")
+    return found
+
+
+def _toml_value(value: Any) -> str:
+    """One run-config value as TOML (strings as basic strings with escapes; floats must be finite)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"run-config values must be finite, got {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = "".join(
+            ch if ch >= " " and ch not in '"\\\x7f' else f"\\u{ord(ch):04x}" for ch in value
+        )
+        return f'"{escaped}"'
+    raise ValueError(f"run-config values are bool, int, float or str, got {value!r}")
+
+
+def run_config_toml(settings: Mapping[str, Any]) -> str:
+    """The run config as a flat TOML document (what ``flwr run --run-config FILE.toml`` reads)."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items())
+
+
+def _cli_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON object a ``flwr ... --format json`` command printed, or ``{}``."""
+    text = result.stdout
+    start = text.find("{")
+    try:
+        parsed = json.loads(text[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class _ProgressTail:
+    """Echo the ServerApp's progress lines as ``flwr log --stream`` appends them to its log."""
+
+    def __init__(self, path: Path, say: Callable[[str], None]):
+        self.path, self.say, self.offset = path, say, 0
+
+    def echo(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            line = _ANSI.sub("", line).strip()
+            if _PROGRESS.match(line):
+                self.say(f"server: {line}")
+
+
+# ====================================================================================== the federation
+class LocalFederation:
+    """A SuperLink and ``supernodes`` SuperNodes on loopback, with the ``flwr`` connection written.
+
+    A context manager: entering starts everything and waits until it listens; leaving stops every process it
+    started, and their descendants, by PID, also after an exception, Ctrl-C or SIGTERM (which, while the
+    federation runs in the main thread with no other handler, raises ``KeyboardInterrupt``).
+
+    Parameters
+    ----------
+    out : Path
+        Run folder; ``logs/``, ``.flwr/`` (FLWR_HOME) and, with TLS, ``certs/`` are made inside it.
+    supernodes : int
+        Number of SuperNodes; node ``i`` gets ``partition-id=i num-partitions=supernodes``.
+    tls : bool, default False
+        Serve every API over TLS with certificates made for this run (``simulations.tls``).
+    start_timeout : float, default 90
+        Seconds to wait for the SuperLink and the SuperNodes to listen.
+    """
+
+    def __init__(
+        self, out: Path, *, supernodes: int, tls: bool = False, start_timeout: float = _START_TIMEOUT_S
+    ) -> None:
+        if isinstance(supernodes, bool) or not isinstance(supernodes, int) or supernodes < 1:
+            raise ValueError(f"supernodes must be a positive whole number, got {supernodes!r}")
+        if not (math.isfinite(start_timeout) and start_timeout > 0):
+            raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+        self.out, self.supernodes, self.tls, self.start_timeout = out, supernodes, tls, start_timeout
+        self.logs, self.flwr_home = out / "logs", out / ".flwr"
+        self.started = time.monotonic()
+        self.port = 0
+        self.certs: Any = None
+        self._tools = {name: _tool(name) for name in ("flower-superlink", "flower-supernode", "flwr")}
+        self._procs: _Processes | None = None
+        self._own_sigterm = False
+
+    def __enter__(self) -> LocalFederation:
+        self._own_sigterm = _sigterm_to_interrupt()
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._own_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @property
+    def procs(self) -> _Processes:
+        """The process registry (only while started)."""
+        if self._procs is None:
+            raise RuntimeError("the federation is not started")
+        return self._procs
+
+    def say(self, text: str) -> None:
+        """Print one progress line with the seconds since the federation was created."""
+        _say(self.started, text)
+
+    # ------------------------------------------------------------------ start and stop
+    def start(self) -> None:
+        """Start the SuperLink, then the SuperNodes, then write ``$FLWR_HOME/config.toml``."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        bin_dir = str(Path(self._tools["flower-superlink"]).parent)
+        env = {**os.environ, **flower_env(self.flwr_home),
+               "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # Flower spawns flower-superexec
+               TOKEN_VARIABLE: uuid.uuid4().hex}
+        self._procs = _Processes(self.logs, env, env[TOKEN_VARIABLE], self.started)
+        if self.tls:
+            from simulations.tls import make_certificates
+
+            self.certs = make_certificates(self.out / "certs")
+        ports = _free_ports(1 + self.supernodes)
+        self.port = ports[0]
+        self._start_superlink()
+        self._start_supernodes(ports[1:])
+        self._write_connection()
+
+    def stop(self) -> None:
+        """Stop every process started so far (idempotent)."""
+        if self._procs is not None:
+            self._procs.stop()
+
+    def _server_tls_args(self) -> list[str]:
+        c = self.certs
+        return ["--ssl-ca-certfile", str(c.ca_cert), "--ssl-certfile", str(c.server_cert),
+                "--ssl-keyfile", str(c.server_key)]
+
+    def _wait_listening(self, roles_ports: dict[str, int]) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        waiting = dict(roles_ports)
+        while waiting:
+            self.procs.check_alive(list(roles_ports))
+            waiting = {role: port for role, port in waiting.items() if not _listening(port)}
+            if waiting and time.monotonic() > deadline:
+                log = self.logs / f"{next(iter(waiting))}.log"
+                raise RunError(f"{', '.join(waiting)} did not listen within {self.start_timeout:.0f} s; "
+                               f"last lines of {log}:\n{_tail(log)}")
+            if waiting:
+                time.sleep(0.2)
+
+    def _start_superlink(self) -> None:
+        cmd = [self._tools["flower-superlink"], "--host", _HOST, "--port", str(self.port),
+               "--disable-runtime-dependency-installation",
+               *(self._server_tls_args() if self.tls else ["--insecure"])]
+        popen = self.procs.start("superlink", cmd)
+        self._wait_listening({"superlink": self.port})
+        mode = "TLS" if self.tls else "insecure"
+        self.say(f"started superlink on {_HOST}:{self.port} (pid {popen.pid}, {mode})")
+
+    def _start_supernodes(self, ports: list[int]) -> None:
+        n = self.supernodes
+        tls = (["--root-certificates", str(self.certs.ca_cert), *self._server_tls_args()] if self.tls
+               else ["--insecure"])
+        for i, port in enumerate(ports):
+            self.procs.start(f"supernode-{i}", [
+                self._tools["flower-supernode"], "--superlink", f"{_HOST}:{self.port}", "--host", _HOST,
+                "--port", str(port), "--node-config", f"partition-id={i} num-partitions={n}", *tls,
+            ])
+        self._wait_listening({f"supernode-{i}": port for i, port in enumerate(ports)})
+        self.say(f"{n} supernodes up (runtime ports {', '.join(map(str, ports))})")
+
+    def _write_connection(self) -> None:
+        auth = (f"root-certificates = {_toml_value(str(self.certs.ca_cert))}\n" if self.tls
+                else "insecure = true\n")
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f"address = {_toml_value(f'{_HOST}:{self.port}')}\n{auth}"
+        )
+
+    # ------------------------------------------------------------------ runs
+    def flwr(self, *args: str, timeout: float = _CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+        """Run ``flwr <args>`` with this federation's FLWR_HOME (its connection is named ``CONNECTION``)."""
+        return self.procs.run([self._tools["flwr"], *args], timeout=timeout)
+
+    def submit(self, settings: Mapping[str, Any], app: Path = APP_ROOT) -> int:
+        """``flwr run`` the app with ``settings`` as its run config; return the run ID."""
+        config_file = self.logs / "run-config.toml"
+        config_file.write_text(run_config_toml(settings))
+        result = self.flwr("run", str(app), CONNECTION, "--run-config", str(config_file), "--format", "json")
+        (self.logs / "flwr-run.log").write_text(result.stdout + result.stderr)
+        reply = _cli_json(result)
+        if result.returncode != 0 or not reply.get("success") or not reply.get("run-id"):
+            raise RunError(f"flwr run did not start a run (exit code {result.returncode}): "
+                           f"{reply.get('error-message') or _tail(self.logs / 'flwr-run.log', 15)}")
+        run_id = int(reply["run-id"])
+        self.say(f"submitted run {run_id} (app {app}, settings {config_file})")
+        self.procs.start("flwr-log", [self._tools["flwr"], "log", str(run_id), CONNECTION, "--stream"],
+                         log_name="serverapp")
+        return run_id
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        """The run's entry in ``flwr ls --format json``: its ``status`` is the truth, not flwr run's exit."""
+        result = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+        runs = _cli_json(result).get("runs") or []
+        if result.returncode != 0 or not runs:
+            raise RunError(f"flwr ls failed for run {run_id} (exit code {result.returncode}): "
+                           f"{(result.stdout + result.stderr).strip()[-2000:]}")
+        return dict(runs[0])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The SuperNodes the SuperLink knows (``flwr supernode ls``), each with its ``status``."""
+        result = self.flwr("supernode", "ls", CONNECTION, "--format", "json")
+        return list(_cli_json(result).get("nodes") or [])
+
+    def wait(self, run_id: int, deadline: float) -> dict[str, Any]:
+        """Wait until the run finishes or ``deadline`` (``time.monotonic()``) passes; echo server progress.
+
+        ``flwr ls`` starts a whole Python process (about 1.5 CPU-seconds), so it is asked every
+        ``_LS_EVERY_S`` seconds, and at once when ``flwr log --stream`` ends (it ends with the run).
+        """
+        tail = _ProgressTail(self.logs / "serverapp.log", self.say)
+        watched = ["superlink", *(f"supernode-{i}" for i in range(self.supernodes))]
+        stream = self.procs.popens["flwr-log"]
+        status, last_ls, misses = "", -math.inf, 0
+        while True:
+            self.procs.check_alive(watched)
+            tail.echo()
+            now = time.monotonic()
+            if now - last_ls >= (_LS_EVERY_S if stream.poll() is None else _POLL_S):
+                last_ls = now
+                try:
+                    info, misses = self.run_info(run_id), 0
+                except (RunError, subprocess.TimeoutExpired):
+                    misses += 1
+                    if misses >= 3:
+                        raise
+                    info = {"status": status}
+                if str(info.get("status", "")).startswith("finished"):
+                    self._drain_log(run_id, tail)
+                    self.say(f"run {run_id} {info['status']} ({info.get('status-details', '')})")
+                    return info
+                status = str(info.get("status", ""))
+                elapsed = float(info.get("elapsed") or 0.0)
+                self.say(f"run {run_id} status {status or '?'} (run elapsed {elapsed:.0f} s)")
+                self.procs.members()
+                self.procs.record()
+            if now >= deadline:
+                self.flwr("stop", str(run_id), CONNECTION, timeout=30)
+                log = self.logs / "serverapp.log"
+                raise RunError(f"run {run_id} did not finish before the timeout (status {status!r}); "
+                               f"last lines of {log}:\n{_tail(log)}")
+            time.sleep(max(0.0, min(1.0, deadline - now)))
+
+    def _drain_log(self, run_id: int, tail: _ProgressTail) -> None:
+        """Let ``flwr log --stream`` catch up (it ends with the run); fall back to ``flwr log --show``."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.procs.popens["flwr-log"].wait(timeout=10)
+        log = self.logs / "serverapp.log"
+        if not log.is_file() or log.stat().st_size == 0:
+            shown = self.flwr("log", str(run_id), CONNECTION, "--show")
+            log.write_text(shown.stdout + shown.stderr)
+        tail.echo()
+
+
+def federate(cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False,
+             timeout: float = 1800.0) -> dict[str, Any]:
+    """Run ``cfg`` as a real multi-process federation on loopback and return the parsed ``result.json``.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run; an empty ``out-dir`` becomes a fresh folder under ./runs. Logs go to ``<out>/logs``.
+    supernodes : int or None
+        Number of SuperNodes; must equal ``num-clients`` (each SuperNode serves one partition). Default: that.
+    tls : bool
+        Serve the SuperLink's APIs (and each SuperNode's Runtime API) over TLS with certificates for this run.
+    timeout : float
+        Seconds for the whole federation, start-up included; then the run is stopped and ``RunError`` raised.
+
+    Raises
+    ------
+    ValueError
+        A bad argument, found before any process starts.
+    RunError
+        A process died, the run ended other than ``finished:completed``, the timeout passed, or no result.
+    """
+    count = cfg.num_clients if supernodes is None else supernodes
+    if isinstance(count, bool) or not isinstance(count, int) or count != cfg.num_clients:
+        raise ValueError(f"supernodes={supernodes!r} must equal num-clients={cfg.num_clients}: "
+                         "each SuperNode serves one data partition")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (math.isfinite(timeout)
+                                                                                 and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
+    if not cfg.resume and (out / RESULT_FILE).exists():
+        raise ValueError(f"out-dir {str(out)!r} already holds a run ({RESULT_FILE}); "
+                         "pass resume=true to continue it or choose another folder")
+    cfg = cfg.replace(out_dir=str(out))
+    deadline = time.monotonic() + timeout
+    with LocalFederation(out, supernodes=count, tls=tls, start_timeout=min(_START_TIMEOUT_S, timeout)) as fed:
+        run_id = fed.submit(cfg.to_dict())
+        info = fed.wait(run_id, deadline)
+    if info["status"] != "finished:completed":
+        log = out / "logs" / "serverapp.log"
+        raise RunError(f"run {run_id} ended {info['status']!r} ({info.get('status-details', '')}); "
+                       f"last lines of {log} (also see superlink.log there):\n{_tail(log)}")
+    try:
+        return read_result(out)
+    except FileNotFoundError as e:
+        raise RunError(f"run {run_id} completed but wrote no {RESULT_FILE} in {out}") from e

@@ -1,0 +1,135 @@
+"""The multi-process federation: bad arguments fail early, certificates, a real run, TLS, and no leftovers."""
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import tomllib
+from cryptography import x509
+
+from fedcompress.config import RunConfig
+from fedcompress.errors import RunError
+from simulations import federate as fed_module
+from simulations.federate import TOKEN_VARIABLE, LocalFederation, federate, process_alive, run_config_toml
+from simulations.tls import make_certificates
+
+TINY = {"num_clients": 2, "num_rounds": 2, "min_clients": 2, "samples_per_client": 16, "test_samples": 16,
+        "proxy_samples": 16, "width": 4, "batch_size": 8, "round_timeout": 120.0}
+
+
+def tiny(out: Path, **changes) -> RunConfig:
+    return RunConfig(**{**TINY, **changes}, out_dir=str(out))
+
+
+def assert_nothing_left(logs: Path) -> None:
+    """Every PID in pids.txt is gone, and no live process carries the federation's token."""
+    lines = (logs / "pids.txt").read_text().splitlines()
+    marker = lines[0].removeprefix("# ").encode()
+    assert marker.startswith(TOKEN_VARIABLE.encode())
+    recorded = [tuple(map(int, line.split()[:2])) for line in lines if not line.startswith("#")]
+    assert len(recorded) >= 3
+    assert [pid for pid, start in recorded if process_alive(pid, start)] == []
+    carriers = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and marker in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                carriers.append(int(entry))
+        except OSError:
+            continue
+    assert [pid for pid in carriers if process_alive(pid)] == []
+
+
+# ------------------------------------------------------------------------------------------ fast
+@pytest.fixture
+def no_processes(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(fed_module.subprocess, "Popen", refuse)
+    monkeypatch.setattr(fed_module.subprocess, "run", refuse)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"supernodes": 3}, "supernodes=3 must equal num-clients=2"),
+        ({"supernodes": 0}, "supernodes"),
+        ({"supernodes": True}, "supernodes"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+    ],
+)
+def test_bad_arguments_fail_before_any_process_starts(tmp_path, no_processes, kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        federate(tiny(tmp_path / "run"), **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_folder_is_refused_before_any_process_starts(tmp_path, no_processes):
+    (tmp_path / "result.json").write_text("{}")
+    with pytest.raises(ValueError, match="already holds a run"):
+        federate(tiny(tmp_path))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_run_config_toml_round_trips_every_setting_and_awkward_strings():
+    awkward = {"codec": "topk:0.01 + q'8' + \"zstd\"", "pre-noise": "a\\b\nc\tdé\x7f"}
+    settings = {**RunConfig().to_dict(), **awkward}
+    assert tomllib.loads(run_config_toml(settings)) == settings
+    with pytest.raises(ValueError, match="finite"):
+        run_config_toml({"lr": math.inf})
+
+
+def test_certificates_are_signed_by_the_ca_and_name_loopback(tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1"}
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert certs.server_key.stat().st_mode & 0o077 == 0
+
+
+# ------------------------------------------------------------------------------------------ real federations
+@pytest.mark.e2e
+def test_two_supernodes_two_rounds_complete_and_leave_nothing_running(tmp_path):
+    out = tmp_path / "run"
+    result = federate(tiny(out), timeout=600)
+    assert result["status"] == "completed"
+    assert [row["round"] for row in result["rounds"]] == [1, 2]
+    for row in result["rounds"]:
+        assert row["uplink_bytes"] > 0
+        assert math.isfinite(row["psnr"])
+        assert row["clients_ok"] == 2
+    assert result["config"]["out-dir"] == str(out.resolve())
+    logs = out / "logs"
+    for name in ("superlink.log", "supernode-0.log", "supernode-1.log", "flwr-run.log", "serverapp.log"):
+        assert (logs / name).is_file(), name
+    assert_nothing_left(logs)
+
+
+@pytest.mark.e2e
+def test_a_crashing_server_app_is_a_run_error_not_a_success(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match="finished:failed"):
+        federate(tiny(out, num_rounds=1, dataset=str(tmp_path / "missing.npz")), timeout=600)
+    assert_nothing_left(out / "logs")
+
+
+@pytest.mark.e2e
+def test_tls_superlink_accepts_a_supernode_and_the_cli(tmp_path):
+    with LocalFederation(tmp_path, supernodes=1, tls=True) as fed:
+        assert "--ssl-certfile" in fed.procs.popens["superlink"].args
+        config = tomllib.loads((tmp_path / ".flwr" / "config.toml").read_text())
+        assert config["superlink"][fed_module.CONNECTION]["root-certificates"] == str(fed.certs.ca_cert)
+        for _ in range(6):  # the CLI talks TLS to the Control API; the node registers over TLS
+            nodes = fed.nodes()
+            if nodes:
+                break
+            time.sleep(2)
+    assert [node["status"] for node in nodes] == ["online"]
+    assert_nothing_left(tmp_path / "logs")
