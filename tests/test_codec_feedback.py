@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 from test_codec_support import ALL_SPECS, LOSSY_SPECS, as_float64, sample_update
 
-from fedcompress.codec import PRESETS, CodecState, decode, encode
+from fedcompress.codec import PRESETS, CodecState, decode, encode, parse_spec
 
 
 def _flat(update: dict[str, np.ndarray]) -> np.ndarray:
@@ -44,12 +44,15 @@ def test_sum_of_decoded_tracks_sum_of_raw_over_many_rounds(spec: str) -> None:
     assert max(gaps) < 50  # bounded by a few updates' worth
 
 
-def test_low_bit_rounding_with_large_blocks_is_not_a_contraction() -> None:
-    """Documented limit: q:1 over 256-value blocks lets the residual grow; q:4 (the presets) does not."""
+def test_low_bit_rounding_with_large_blocks_is_not_a_contraction(caplog: pytest.LogCaptureFixture) -> None:
+    """Documented limit: q:1 over 256-value blocks lets the residual grow (and says so); q:4 does not."""
     state, update = CodecState(), sample_update(0)
     for round_ in range(30):
         encode(update, "q:1", state, seed=round_)
     assert np.linalg.norm(_flat(state.residuals)) > 100 * np.linalg.norm(_flat(update))
+    assert "contraction" in caplog.text
+    assert not parse_spec("q:1").quantizer.contracts()  # type: ignore[union-attr]
+    assert parse_spec("q:4").quantizer.contracts() and parse_spec("q:2:block=17").quantizer.contracts()  # type: ignore[union-attr]
 
 
 def test_state_dict_is_flat_plain_arrays_and_round_trips() -> None:

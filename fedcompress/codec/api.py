@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +23,7 @@ from fedcompress.tensors import Layout, check_finite, flatten, to_numpy_update, 
 __all__ = ["decode", "encode", "encode_with_stats"]
 
 _DEFAULT_LIMITS = DecodeLimits()
+_LOG = logging.getLogger(__name__)
 
 
 def encode(
@@ -115,6 +118,8 @@ def _encode(
     _check_encodable(arrays)
     flat, layout = flatten(arrays)
     corrected = state.corrected(flat, layout, codec) if state is not None else None
+    if state is not None and codec.quantizer is not None and not codec.quantizer.contracts():
+        _warn_no_contraction(codec.quantizer.spec())
     if corrected is not None:
         flat = corrected.astype(np.float32)
     meter = Meter()
@@ -131,6 +136,16 @@ def _encode(
     if state is not None:
         state.commit(residual, layout, new_qs)
     return payload, _stats(codec, reference, residual, payload, meter)
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_no_contraction(stage: str) -> None:
+    """Log once per stage that error feedback may diverge with it."""
+    _LOG.warning(
+        "codec stage %s rounds too coarsely for its block size to be a contraction: error feedback may "
+        "diverge (use more bits or a smaller block, see fedcompress.codec.quantize)",
+        stage,
+    )
 
 
 def _first_non_finite(flat: np.ndarray, layout: Layout) -> str | None:
