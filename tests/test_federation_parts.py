@@ -68,12 +68,17 @@ def test_client_state_prefers_memory_then_disk_by_round(tmp_path):
 
 
 def test_checkpoint_round_trip_and_refusal(tmp_path):
+    optimizer = ServerOptimizer(momentum=0.5)
+    optimizer.step({"w": np.zeros(4, np.float32)}, {"w": np.ones(4, np.float32)})
     ckpt = Checkpoint(round=3, weights={"w": np.arange(4, dtype=np.float32)},
-                      optimizer={"schema": np.array(1)}, meta={"rows": [{"round": 1}]})
+                      optimizer=optimizer.state_dict(), meta={"rows": [{"round": 1}]})
     save_checkpoint(tmp_path, ckpt)
     back = load_checkpoint(tmp_path)
     assert back.round == 3 and np.array_equal(back.weights["w"], ckpt.weights["w"])
     assert back.meta["rows"] == [{"round": 1}]
+    restored = ServerOptimizer(momentum=0.5)
+    restored.load_state_dict(back.optimizer)  # 0-d arrays (the schema) must survive the file
+    assert restored.state_dict()["momentum/w"].tolist() == [1.0] * 4
     save_arrays(tmp_path / "checkpoint.pt", {"w": np.zeros(2, np.float32)})
     with pytest.raises(ValueError, match="metadata"):
         load_checkpoint(tmp_path)

@@ -57,7 +57,7 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Save named arrays as a tensors-only torch file, atomically."""
 
     buffer = io.BytesIO()
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, buffer)
+    torch.save({k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -1,0 +1,101 @@
+"""Real federations on Flower's simulation engine (Ray), each in its own process: failures, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedcompress.federation.weights import load_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+TINY = ["num-clients=3", "num-rounds=4", "samples-per-client=16", "test-samples=16", "codec=balanced"]
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def _simulate_cmd(out: Path, settings: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(out)]
+    for item in settings:
+        cmd += ["--set", item]
+    return cmd
+
+
+def _run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_misbehaving_clients_are_counted_and_the_run_completes(tmp_path):
+    out = tmp_path / "faulty"
+    _run([sys.executable, str(ROOT / "tests" / "e2e" / "faulty_federation.py"), str(out)])
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed"
+    rounds = result["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4, 5]
+    for r in rounds[:4]:  # partition 1 crashes, partition 2 sends garbage, 0 and 3 are fine
+        assert (r["clients_ok"], r["clients_failed"], r["skipped"]) == (2, 2, False)
+        assert "injected crash" in r["failures"]["1"]
+        assert r["failures"]["2"].startswith("bad payload")
+    assert "NaN" in rounds[1]["failures"]["2"] or "finite" in rounds[1]["failures"]["2"].lower()
+    assert "shape" in rounds[2]["failures"]["2"] or "names" in rounds[2]["failures"]["2"]
+    last = rounds[4]  # partition 3 also crashes: one usable reply < min-clients=2
+    assert last["skipped"] and last["clients_ok"] == 1 and last["clients_failed"] == 3
+    assert last["psnr"] == rounds[3]["psnr"]  # skipped round leaves the model unchanged
+    assert result["final"]["psnr"] > result["baseline"]["psnr"]
+    assert result["final"]["uplink_bytes"] == sum(r["uplink_bytes"] for r in rounds)
+
+
+def test_killed_server_resumes_to_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run(_simulate_cmd(straight, TINY))
+
+    proc = subprocess.Popen(_simulate_cmd(killed, TINY), cwd=ROOT, env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            rows = []
+            if (killed / "result.json").exists():
+                try:
+                    rows = json.loads((killed / "result.json").read_text())["rounds"]
+                except json.JSONDecodeError:
+                    rows = []
+            if len(rows) >= 2:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("round 2 never finished")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: server, Ray and its workers
+        proc.wait()
+    interrupted = json.loads((killed / "result.json").read_text())
+    assert interrupted["status"] == "running" and len(interrupted["rounds"]) < 4
+
+    _run(_simulate_cmd(killed, [*TINY, "resume=true"]))
+    resumed = json.loads((killed / "result.json").read_text())
+    assert resumed["status"] == "completed" and [r["round"] for r in resumed["rounds"]] == [1, 2, 3, 4]
+    a, b = load_arrays(straight / "model.pt"), load_arrays(killed / "model.pt")
+    assert list(a) == list(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "result.json").write_text("{}")
+    done = subprocess.run(_simulate_cmd(out, TINY), cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 2 and "resume=true" in done.stderr
