@@ -15,12 +15,14 @@ What runs (Flower 1.42; see notes/flower-1.42.md):
 Every process gets the same environment (``flower_env``) plus a random token, so that on success, failure,
 timeout or Ctrl-C each of them, and every descendant Flower started (SuperExecs detach into their own
 sessions), is found and stopped by PID: SIGTERM, then SIGKILL after a grace period. PIDs are written to
-``logs/pids.txt`` while the federation runs.
+``logs/pids.txt`` while the federation runs. If this process is itself killed (even by SIGKILL), Linux sends
+the SuperLink and SuperNodes SIGTERM (PR_SET_PDEATHSIG), and Flower's children follow their parents.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -100,6 +102,22 @@ def _has_token(pid: int, marker: bytes) -> bool:
         return False
 
 
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes Linux SIGTERM the child when we die, even by SIGKILL (PR_SET_PDEATHSIG).
+
+    ``prctl`` is looked up here, in the parent, so the child between fork and exec only makes one C call.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = ctypes.c_int(1), ctypes.c_ulong(signal.SIGTERM)
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return set_death_signal
+
+
 def process_alive(pid: int, start_time: int | None = None) -> bool:
     """Whether ``pid`` is a live process (and, if given, the one that started at ``start_time``).
 
@@ -136,6 +154,7 @@ class _Processes:
             popen = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                 cwd=self.logs, start_new_session=True,
+                preexec_fn=_death_signal_setter(),
             )
         self.popens[role] = popen
         stat = _stat(popen.pid)
@@ -269,6 +288,18 @@ def _tool(name: str) -> str:
     if found is None:
         raise RunError(f"cannot find {name!r} next to {sys.executable} or on PATH; is flwr installed?")
     return found
+
+
+def _packed_into_app(out: Path) -> bool:
+    """Whether ``flwr run`` would pack files of ``out`` into the app: inside the app root, not git-ignored."""
+    if not out.is_relative_to(APP_ROOT):
+        return False
+    import pathspec
+
+    ignore = APP_ROOT / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return not spec.match_file(f"{out.relative_to(APP_ROOT).as_posix()}/result.json")
 
 
 def _toml_value(value: Any) -> str:
@@ -579,6 +610,9 @@ def federate(cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False
     if not cfg.resume and (out / RESULT_FILE).exists():
         raise ValueError(f"out-dir {str(out)!r} already holds a run ({RESULT_FILE}); "
                          "pass resume=true to continue it or choose another folder")
+    if _packed_into_app(out):
+        print(f"warning: {out} is inside the app folder {APP_ROOT} and not git-ignored; flwr run will "
+              "pack its *.json/*.toml files into the app (10 MB limit)", flush=True)
     cfg = cfg.replace(out_dir=str(out))
     deadline = time.monotonic() + timeout
     with LocalFederation(out, supernodes=count, tls=tls, start_timeout=min(_START_TIMEOUT_S, timeout)) as fed:
