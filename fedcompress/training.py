@@ -54,6 +54,7 @@ def train_epochs(
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     private = hasattr(optimizer, "noise_multiplier")  # opacus.optimizers.DPOptimizer and its subclasses
+    device = _device(model)
     model.train()
     total, count = 0.0, 0
     for _ in range(epochs):
@@ -61,6 +62,7 @@ def train_epochs(
             size = int(noisy.shape[0])
             if size == 0 and not private:
                 continue
+            noisy, clean = noisy.to(device), clean.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(noisy), clean) if size else _empty_loss(model, noisy)
             loss.backward()
@@ -69,6 +71,11 @@ def train_epochs(
                 total += float(loss.detach()) * size
                 count += size
     return total / count if count else float("nan")
+
+
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live; batches are moved there (CPU unless the caller moved the model)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def _empty_loss(model: nn.Module, noisy: torch.Tensor) -> torch.Tensor:
@@ -86,11 +93,14 @@ def evaluate(model: nn.Module, dataset: DenoisingSet, batch_size: int = 256) -> 
     """
     if len(dataset) == 0:
         raise ValueError("dataset is empty: nothing to evaluate")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    device = _device(model)
     was_training = model.training
     model.eval()
     try:
         outputs = [
-            model(torch.from_numpy(np.array(dataset.noisy[i : i + batch_size])))
+            model(torch.from_numpy(np.array(dataset.noisy[i : i + batch_size])).to(device)).cpu()
             for i in range(0, len(dataset), batch_size)
         ]
     finally:
@@ -134,22 +144,25 @@ def apply_delta(
     valid) and returned; a state mapping is NOT changed: a new dict is returned. ``delta`` values may be
     tensors or numpy arrays and must cover exactly the floating-point entries, with matching shapes.
     """
-    is_module = isinstance(model_or_state, nn.Module)
-    state = model_or_state.state_dict() if is_module else model_or_state
+    if isinstance(model_or_state, nn.Module):
+        state: Mapping[str, torch.Tensor] = model_or_state.state_dict()  # shares storage with the parameters
+        target = dict(state)
+    else:
+        state = model_or_state
+        target = {name: value.detach().clone() for name, value in state.items()}
     floats = [name for name, value in state.items() if torch.is_floating_point(value)]
     if sorted(floats) != sorted(delta):
         difference = _key_difference(delta, dict.fromkeys(floats))
         raise ValueError(f"delta does not match the floating-point entries: {difference}")
-    out = state if is_module else {name: value.detach().clone() for name, value in state.items()}
     with torch.no_grad():
         for name in floats:
             change = torch.as_tensor(delta[name])
-            if change.shape != out[name].shape:
+            if change.shape != target[name].shape:
                 raise ValueError(
-                    f"delta[{name!r}] has shape {tuple(change.shape)}, expected {tuple(out[name].shape)}"
+                    f"delta[{name!r}] has shape {tuple(change.shape)}, expected {tuple(target[name].shape)}"
                 )
-            out[name].add_(change.to(dtype=out[name].dtype, device=out[name].device), alpha=scale)
-    return model_or_state if is_module else out
+            target[name].add_(change.to(dtype=target[name].dtype, device=target[name].device), alpha=scale)
+    return model_or_state if isinstance(model_or_state, nn.Module) else target
 
 
 def _key_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:

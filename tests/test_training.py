@@ -157,6 +157,7 @@ def test_delta_helpers_refuse_mismatches():
     ("call", "message"),
     [
         (lambda s: make_loader(s, 0, torch_generator(0)), "batch_size"),
+        (lambda s: evaluate(build_model("unet", 4), s, batch_size=0), "batch_size"),
         (lambda s: make_optimizer(build_model("unet", 4), 0.0, 0.9), "lr"),
         (lambda s: make_optimizer(build_model("unet", 4), 0.1, 1.0), "momentum"),
         (

@@ -137,8 +137,8 @@ def _blobs(m: int, grid: Grid, rng: np.random.Generator) -> np.ndarray:
     sigma = rng.uniform(0.04, 0.2, (m, k))
     amp = rng.uniform(0.15, 0.5, (m, k)) * rng.choice([-1.0, 1.0], (m, k), p=[0.3, 0.7])
     amp *= rng.uniform(0, 1, (m, k)) < 0.75  # a varied number of blobs per image
-    bx, by, sigma = (np.asarray(p, dtype=np.float32)[..., None, None] for p in (bx, by, sigma))
-    g = np.exp(-((x[None, None] - bx) ** 2 + (y[None, None] - by) ** 2) / (2 * sigma**2))
+    bx4, by4, s4 = (np.asarray(p, dtype=np.float32)[..., None, None] for p in (bx, by, sigma))
+    g = np.exp(-((x[None, None] - bx4) ** 2 + (y[None, None] - by4) ** 2) / (2 * s4**2))
     return image + body * np.einsum("mk,mkhw->mhw", amp.astype(np.float32), g)
 
 
