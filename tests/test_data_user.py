@@ -35,6 +35,8 @@ def test_npz_splits_load_as_gray_floats_in_unit_range(tmp_path):
     np.testing.assert_allclose(splits["train"][:, 0], _tagged(10) / 255.0, atol=1e-6)
     with pytest.raises(ValueError):
         splits["train"][0, 0, 0, 0] = 0.0  # cached and shared: read-only
+    del splits["train"]
+    assert "train" in load_user_images(path, 8)  # the cache hands out a fresh dict each time
 
 
 def test_rgb_becomes_luma_and_images_are_resized_with_antialiasing(tmp_path):

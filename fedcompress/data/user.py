@@ -44,7 +44,9 @@ def load_user_images(path: str | Path, image_size: int) -> dict[str, np.ndarray]
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     stat = p.stat()
-    return _cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
+    return dict(
+        _cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
+    )  # the arrays are read-only
 
 
 @functools.lru_cache(maxsize=8)
