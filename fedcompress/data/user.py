@@ -44,9 +44,8 @@ def load_user_images(path: str | Path, image_size: int) -> dict[str, np.ndarray]
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     stat = p.stat()
-    return dict(
-        _cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
-    )  # the arrays are read-only
+    splits = _cached(str(p.resolve()), stat.st_mtime_ns, stat.st_size, image_size)
+    return dict(splits)  # a fresh dict over the cached, read-only arrays
 
 
 @functools.lru_cache(maxsize=8)
