@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord
 from test_codec_support import ALL_SPECS, LOSSY_SPECS, as_float64, sample_update
 
 from fedcompress.codec import PRESETS, CodecState, decode, encode, parse_spec
+from fedcompress.codec.api import _warn_no_contraction
 
 
 def _flat(update: dict[str, np.ndarray]) -> np.ndarray:
@@ -46,6 +47,7 @@ def test_sum_of_decoded_tracks_sum_of_raw_over_many_rounds(spec: str) -> None:
 
 def test_low_bit_rounding_with_large_blocks_is_not_a_contraction(caplog: pytest.LogCaptureFixture) -> None:
     """Documented limit: q:1 over 256-value blocks lets the residual grow (and says so); q:4 does not."""
+    _warn_no_contraction.cache_clear()  # it warns once per process and stage
     state, update = CodecState(), sample_update(0)
     for round_ in range(30):
         encode(update, "q:1", state, seed=round_)

@@ -59,7 +59,9 @@ def test_any_update_round_trips_with_names_order_and_shapes(update: dict, spec: 
     for name, value in update.items():
         assert decoded[name].shape == np.shape(value) and decoded[name].dtype == np.float32
         assert np.all(np.isfinite(decoded[name]))
-    assert stats.payload_bytes == len(payload) and math.isfinite(stats.rel_l2_error)
+    assert stats.payload_bytes == len(payload)
+    # Relative to an all-zero update any error is infinite (the fixed range cannot represent 0 exactly).
+    assert math.isfinite(stats.rel_l2_error) or not np.any(_flat(update))
     if spec in ("none", "zstd"):
         np.testing.assert_array_equal(_flat(decoded), _flat(update).astype(np.float32))
 

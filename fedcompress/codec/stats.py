@@ -30,7 +30,7 @@ class EncodeStats:
         ``dense_bytes / payload_bytes``.
     rel_l2_error : float
         ``||decoded - x|| / ||x||`` with ``x`` what was compressed (the update plus the error-feedback
-        residual when a state is used); 0 for an all-zero ``x``.
+        residual when a state is used). For an all-zero ``x``: 0 if decoded exactly, else ``inf``.
     stages : dict
         Per stage (keyed by its canonical spec, plus ``"format"`` for header and table bytes): counts, bytes
         and the stage's own relative L2 error on its input.
@@ -44,7 +44,7 @@ class EncodeStats:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dict (a deep copy)."""
+        """Plain dict of numbers and strings (a deep copy); an infinite error dumps as JSON ``Infinity``."""
         return asdict(self)
 
 
