@@ -1,12 +1,12 @@
 """Codec benchmark: payload size, ratio, error and single-thread throughput of each codec on a real update.
 
-The update is what a client would send: the weight change of a U-Net denoiser (``build_model("unet")``, width
-24, about 246k parameters) after a few SGD steps on synthetic phantoms. PowerSGD's ``Q`` is warm-started the
-way it is in a federation: a first update (the previous round) is encoded with a state, its residual is
+The update is what a client would send: the weight change of a U-Net denoiser (``build_model("unet")``,
+width 24, about 246k parameters) after a few SGD steps on synthetic phantoms. PowerSGD's ``Q`` is
+warm-started as in a federation: a first update (the previous round) is encoded with a state, its residual is
 dropped and its ``Q`` kept, then the measured update (the next steps) is encoded. Error is the relative L2
-error of that one message. Throughput is float32 input megabytes (1e6 bytes) per second, best of ``repeats``,
-on one thread, beside two references measured in the same run: zstd alone on the float32 bytes, and a memory
-copy.
+error of that one message. Throughput is float32 input megabytes (1e6 bytes) per CPU second of this
+single-threaded process, best of ``repeats`` (CPU time, so other load on a shared machine does not count),
+beside two references measured in the same run: zstd alone on the float32 bytes, and a memory copy.
 
 ``fedcompress bench codec [--specs aggressive,lowrank:4+q:8] [--repeats 3] [--json]``
 """
@@ -35,10 +35,10 @@ __all__ = ["DEFAULT_SPECS", "main", "realistic_updates", "run_codec_benchmark"]
 DEFAULT_SPECS: tuple[str, ...] = (
     *PRESETS,
     "q:4:block=256+zstd:3",
-    "topk:0.01+q:4:block=256+zstd:3",
-    "randk:0.1+q:8:range=0.01",
-    "lowrank:4:power+q:8:block=256+zstd:3",
+    "topk:0.02+q:4:block=256+zstd:3",
+    "lowrank:2:power+topk:0.1+q:4:block=256+zstd:3",
     "lowrank:4:svd+q:8:block=256+zstd:3",
+    "randk:0.1+q:8:range=0.005",
 )
 
 _MB = 1e6
@@ -166,9 +166,10 @@ def run_codec_benchmark(
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of the benchmark rows."""
     head = f"{'codec':<40} {'bytes':>9} {'ratio':>8} {'rel L2 err':>10} {'enc MB/s':>9} {'dec MB/s':>9}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"update: {rows[0]['parameters']} float32 values in {rows[0]['tensors']} tensors "
-        f"({rows[0]['dense_bytes']} bytes dense); one thread",
+        f"({rows[0]['dense_bytes']} bytes dense); one thread, MB/s per CPU second; load average {load}",
         head,
         "-" * len(head),
     ]

@@ -111,6 +111,7 @@ def _encode(
     codec = parse_spec(spec)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
+    seed = int(seed)
     if state is not None and not isinstance(state, CodecState):
         raise ValueError(f"state must be a CodecState or None, got {type(state).__name__}")
     arrays = to_numpy_update(update)
@@ -125,12 +126,12 @@ def _encode(
     meter = Meter()
     warm_qs = state.qs_view() if state is not None else {}
     body, decoded, new_qs = encode_body(
-        flat, layout, codec, warm_qs=warm_qs, seed=int(seed), rng=numpy_rng(seed, "codec"), meter=meter
+        flat, layout, codec, warm_qs=warm_qs, seed=seed, rng=numpy_rng(seed, "codec"), meter=meter
     )
     bad = _first_non_finite(decoded, layout)
     if bad is not None:
         raise ValueError(f"update[{bad!r}] holds values too large to encode with {codec.canonical()!r}")
-    payload = _assemble(codec, int(seed), body, meter)
+    payload = _assemble(codec, seed, body, meter)
     reference = flat if corrected is None else corrected
     residual = reference - decoded  # what this message dropped: carried to the next round with a state
     if state is not None:
