@@ -165,7 +165,8 @@ def run_codec_benchmark(
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A plain-text table of the benchmark rows."""
-    head = f"{'codec':<40} {'bytes':>9} {'ratio':>8} {'rel L2 err':>10} {'enc MB/s':>9} {'dec MB/s':>9}"
+    width = max(len(str(row["spec"])) for row in rows) + 1
+    head = f"{'codec':<{width}} {'bytes':>9} {'ratio':>8} {'rel L2 err':>10} {'enc MB/s':>9} {'dec MB/s':>9}"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"update: {rows[0]['parameters']} float32 values in {rows[0]['tensors']} tensors "
@@ -175,8 +176,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"{row['spec']:<40} {row['payload_bytes']:>9} {row['ratio']:>8.1f} {row['rel_l2_error']:>10.4f} "
-            f"{row['encode_mb_s']:>9.0f} {row['decode_mb_s']:>9.0f}"
+            f"{row['spec']:<{width}} {row['payload_bytes']:>9} {row['ratio']:>8.1f} "
+            f"{row['rel_l2_error']:>10.4f} {row['encode_mb_s']:>9.0f} {row['decode_mb_s']:>9.0f}"
         )
     return "\n".join(lines)
 
