@@ -29,6 +29,7 @@ __all__ = ["Quantize"]
 ALLOWED_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 DEFAULT_BLOCK = 256
 MAX_BLOCK = 1 << 20
+MIN_RANGE, MAX_RANGE = 1e-30, 1e38  # float32 steps neither underflow nor overflow
 
 
 @register_stage
@@ -42,7 +43,7 @@ class Quantize(Stage):
     block : int | None
         Values per block (1..2**20); defaults to 256 when ``range`` is not given, must be None when it is.
     range : float | None
-        Fixed public clamp range ``r > 0``; values outside ``[-r, r]`` are clamped, no scales are sent.
+        Fixed public clamp range ``r`` in 1e-30..1e38; values outside ``[-r, r]`` are clamped, no scales sent.
     """
 
     codec_id = "q"
@@ -63,10 +64,12 @@ class Quantize(Stage):
                 raise ValueError(
                     "stage 'q': 'block' and 'range' are exclusive (a fixed range has no block scales)"
                 )
-            if isinstance(range, bool) or not isinstance(range, (int, float)) or not math.isfinite(range):
-                raise ValueError(f"stage 'q' parameter 'range' must be a finite number > 0, got {range!r}")
-            if not 0.0 < float(range) <= float(np.finfo(np.float32).max) / 2:
-                raise ValueError(f"stage 'q' parameter 'range' must be a finite number > 0, got {range!r}")
+            valid = not isinstance(range, bool) and isinstance(range, (int, float)) and math.isfinite(range)
+            if not valid or not MIN_RANGE <= float(range) <= MAX_RANGE:
+                raise ValueError(
+                    f"stage 'q' parameter 'range' must be a number in {MIN_RANGE:g}..{MAX_RANGE:g} (> 0), "
+                    f"got {range!r}"
+                )
             self.block = None
             self.range = float(range)
 
