@@ -1,0 +1,305 @@
+"""What runs inside one sweep cell: our federation, or Flower's own DP wrapper as a side-by-side baseline.
+
+Runners (the ``runner`` of a grid's ``[[cells]]``):
+
+- ``simulate``: fedcompress itself (``simulations.simulate.simulate``). Plain FedAvg in float32 is this runner
+  with ``dp = "none"`` and ``codec = "none"``.
+- ``flower-dp``: Flower's ``DifferentialPrivacyClientSideFixedClipping`` around Flower's ``FedAvg``, with
+  Flower's ``fixedclipping_mod`` on the clients: each client clips its float32 update to C, the server
+  averages and adds N(0, (zC/n)^2). Training, data, model and evaluation are ours, so only the mechanism
+  differs. Flower reports no epsilon; we account its releases with our accountant: every client takes part in
+  every round (``fraction-train = 1``), so there is no amplification by sampling (sample rate 1, one step per
+  round).
+
+``python -m simulations.sweep --cell DIR`` calls ``run_cell_here``: it reads ``DIR/cell.json``, runs the
+cell, and on failure writes ``DIR/error.txt`` and exits non-zero. A watchdog ends the cell's process group
+when the sweep that started it dies, so a killed sweep leaves no federation running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from fedcompress.config import RunConfig
+from fedcompress.errors import ConfigError
+
+__all__ = ["FLOWER_DP_LABEL", "check_runner_config", "run_cell_here", "run_flower_dp"]
+
+FLOWER_DP_LABEL = "Flower DP wrapper (DifferentialPrivacyClientSideFixedClipping + fixedclipping_mod)"
+
+
+def check_runner_config(runner: str, cfg: RunConfig) -> None:
+    """Refuse settings a runner cannot honour, naming the key (``ConfigError``)."""
+    if runner == "simulate":
+        return
+    if runner != "flower-dp":
+        raise ConfigError(f"runner {runner!r} is not allowed; choose 'simulate' or 'flower-dp'")
+    wanted = {
+        "dp": "client",
+        "dp-noise": "central",
+        "codec": "none",
+        "downlink-codec": "none",
+        "fraction-train": 1.0,
+        "max-epsilon": 0.0,
+        "pre-noise": "",
+    }
+    have = cfg.to_dict()
+    for key, value in wanted.items():
+        if have[key] != value:
+            raise ConfigError(
+                f"runner 'flower-dp' needs {key}={value!r} (Flower's wrapper: client-side clipping, central "
+                f"noise, float32 updates, every client every round, no budget), got {key}={have[key]!r}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- cell process
+def _watch_parent(parent: int) -> None:
+    """End this process group when the sweep process that started it is gone (re-parented)."""
+    while True:
+        if os.getppid() != parent:
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        time.sleep(1.0)
+
+
+def run_cell_here(folder: Path) -> int:
+    """Run the cell described by ``folder/cell.json`` in this process; 0 on success, 1 on failure."""
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        spec = json.loads((folder / "cell.json").read_text())
+        cfg = RunConfig.from_mapping(spec["config"])
+        check_runner_config(spec["runner"], cfg)
+        cpus = float(spec.get("cpus_per_client", 1.0))
+        if spec["runner"] == "flower-dp":
+            run_flower_dp(cfg, cpus_per_client=cpus)
+        else:
+            from simulations.simulate import simulate
+
+            simulate(cfg, cpus_per_client=cpus, quiet=True)
+    except Exception as e:  # any failure of the cell becomes its record's error
+        traceback.print_exc()
+        text = f"{type(e).__name__}: {e}".strip()
+        (folder / "error.txt").write_text(text[:4000] + "\n")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- Flower DP
+def _noise_multiplier(cfg: RunConfig) -> float:
+    from fedcompress.privacy import calibrate_noise
+
+    if cfg.noise_multiplier > 0:
+        return cfg.noise_multiplier
+    try:
+        return float(calibrate_noise(cfg.target_epsilon, 1.0, cfg.num_rounds, cfg.delta, cfg.accountant))
+    except (ValueError, RuntimeError) as e:
+        raise ConfigError(
+            f"cannot calibrate noise for target-epsilon={cfg.target_epsilon} without "
+            f"amplification over {cfg.num_rounds} rounds: {e}"
+        ) from e
+
+
+def _ledger_entry(cfg: RunConfig, z: float, server_round: int, releases: int) -> dict[str, Any]:
+    from fedcompress.privacy import epsilon
+
+    eps = float(epsilon(z, 1.0, releases, cfg.delta, cfg.accountant)) if releases else 0.0
+    return {
+        "round": server_round,
+        "epsilon": eps,
+        "delta": cfg.delta,
+        "noise_multiplier": z,
+        "clip_norm": cfg.clip_norm,
+        "sample_rate": 1.0,
+        "steps": releases,
+        "rounds": releases,
+        "accountant": cfg.accountant,
+        "level": "client",
+        "trust": "central",
+        "max_over": [],
+    }
+
+
+def _client_app() -> Any:
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.clientapp.mod import fixedclipping_mod
+
+    app = ClientApp(mods=[fixedclipping_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        import torch
+
+        from fedcompress.data import client_data
+        from fedcompress.models import build_model
+        from fedcompress.seeding import torch_generator
+        from fedcompress.training import make_loader, make_optimizer, train_epochs
+
+        torch.set_num_threads(1)
+        settings = dict(msg.content["config"])
+        server_round = int(settings["server-round"])
+        known = set(RunConfig.keys())
+        cfg = RunConfig.from_mapping({k: v for k, v in settings.items() if k in known})
+        partition = int(context.node_config["partition-id"])
+        model = build_model(cfg.model, width=cfg.width)
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        data = client_data(
+            partition,
+            cfg.num_clients,
+            samples_per_client=cfg.samples_per_client,
+            image_size=cfg.image_size,
+            non_iid=cfg.non_iid,
+            seed=cfg.seed,
+            dataset=cfg.dataset,
+        )
+        loader = make_loader(
+            data, cfg.batch_size, torch_generator(cfg.seed, "train", server_round, partition)
+        )
+        loss = train_epochs(model, loader, make_optimizer(model, cfg.lr, cfg.momentum), cfg.local_epochs)
+        reply = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"num-examples": len(data), "train-loss": float(loss)}),
+            }
+        )
+        return Message(reply, reply_to=msg)
+
+    return app
+
+
+def _server_app(cfg: RunConfig, z: float) -> Any:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+
+    from fedcompress.federation.evaluation import Evaluator
+    from fedcompress.federation.results import RunRecorder
+    from fedcompress.federation.weights import initial_weights
+
+    class CountingFedAvg(FedAvg):
+        """FedAvg that remembers what it aggregated: replies and their float32 bytes."""
+
+        def aggregate_train(self, server_round: int, replies: Any) -> Any:
+            replies = list(replies)
+            good = [r for r in replies if not r.has_error()]
+            self.last = {
+                "round": server_round,
+                "ok": len(good),
+                "failed": len(replies) - len(good),
+                "bytes": sum(r.content["arrays"].count_bytes() for r in good),
+            }
+            return super().aggregate_train(server_round, replies)
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Any) -> None:
+        out = Path(cfg.out_dir)
+        evaluator, weights = Evaluator(cfg), initial_weights(cfg)
+        recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
+        n = cfg.num_clients
+        inner = CountingFedAvg(
+            fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n
+        )
+        inner.last = {}
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            inner, noise_multiplier=z, clipping_norm=cfg.clip_norm, num_sampled_clients=n
+        )
+        initial = ArrayRecord({k: Array(v) for k, v in weights.items()})
+        dense = initial.count_bytes()
+        state = {"t": time.monotonic(), "releases": 0}
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            scores = evaluator({k: v.numpy() for k, v in arrays.items()})
+            if server_round == 0:
+                recorder.baseline = {"round": 0, **scores}
+                state["t"] = time.monotonic()  # round 1's seconds start here, after Ray's start-up
+                return MetricRecord(scores)
+            last = (
+                inner.last if inner.last.get("round") == server_round else {"ok": 0, "failed": n, "bytes": 0}
+            )
+            state["releases"] += 1 if last["ok"] == n else 0  # Flower skips the release when a client failed
+            entry = _ledger_entry(cfg, z, server_round, state["releases"])
+            recorder.privacy.setdefault("ledger", []).append(entry)
+            row = {
+                "round": server_round,
+                **scores,
+                "uplink_bytes": last["bytes"],
+                "downlink_bytes": dense * n,
+                "dense_uplink_bytes": last["bytes"],
+                "clients_ok": last["ok"],
+                "clients_failed": last["failed"],
+                "seconds": time.monotonic() - state["t"],
+                "skipped": last["ok"] != n,
+                "epsilon": entry["epsilon"],
+            }
+            recorder.record_round(row, cfg.num_rounds)
+            state["t"] = time.monotonic()
+            return MetricRecord(scores)
+
+        settings = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+        strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=cfg.num_rounds,
+            timeout=cfg.round_timeout,
+            train_config=ConfigRecord(settings),
+            evaluate_fn=evaluate_fn,
+        )
+        entry = _ledger_entry(cfg, z, cfg.num_rounds, state["releases"])
+        summary = (
+            f"epsilon={entry['epsilon']:.4g} at delta={entry['delta']:g} (client-level, central noise by "
+            f"Flower's DifferentialPrivacyClientSideFixedClipping; accounted by fedcompress, Flower reports "
+            f"none; noise multiplier {z:.4g}, clip norm {cfg.clip_norm:g}, sample rate 1, "
+            f"{entry['rounds']} releases, {cfg.accountant.upper()} accountant)"
+        )
+        recorder.privacy.update({**entry, "summary": summary})
+        recorder.write(
+            status="completed", extra={"message": "", "runner": "flower-dp", "label": FLOWER_DP_LABEL}
+        )
+
+    return app
+
+
+def run_flower_dp(cfg: RunConfig, *, cpus_per_client: float = 1.0) -> dict[str, Any]:
+    """Run Flower's client-side fixed-clipping DP baseline for ``cfg`` and return its ``result.json``."""
+    import logging
+
+    from flwr.simulation import run_simulation
+
+    from fedcompress.errors import RunError
+    from fedcompress.federation.results import read_result
+    from simulations.flower_env import prepare_flower_env
+
+    check_runner_config("flower-dp", cfg)
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg.replace(out_dir=str(out))
+    prepare_flower_env(out / ".flwr")
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    z = _noise_multiplier(cfg)
+    run_simulation(
+        server_app=_server_app(cfg, z),
+        client_app=_client_app(),
+        num_supernodes=cfg.num_clients,
+        backend_config={
+            "client_resources": {"num_cpus": cpus_per_client},
+            "init_args": {"logging_level": 30, "log_to_driver": True},
+        },
+        verbose_logging=False,
+    )
+    try:
+        return read_result(out)
+    except FileNotFoundError as e:
+        raise RunError(f"the Flower DP baseline wrote no result in {out}; see the log above") from e
+
+
+if __name__ == "__main__":
+    sys.exit(run_cell_here(Path(sys.argv[1])))

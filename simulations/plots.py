@@ -1,0 +1,191 @@
+"""PNG plots of a sweep (matplotlib, Agg): PSNR vs epsilon, PSNR vs uplink bytes, Pareto front, rounds.
+
+Every function takes series summaries built by ``simulations.report`` (one per configuration, averaged over
+seeds: ``label``, ``codec``, ``privacy`` (a short privacy-setting name), ``private``, ``psnr``, ``psnr_std``,
+``epsilon``, ``uplink``, ``curve``) and a path, always writes a PNG (an empty plot says why it is empty) and
+returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["plot_convergence", "plot_pareto", "plot_psnr_vs_epsilon", "plot_psnr_vs_uplink"]
+
+Series = Mapping[str, Any]
+_DPI = 110
+
+
+def _colors(keys: Iterable[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {key: cmap(i % 10) for i, key in enumerate(dict.fromkeys(keys))}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return path
+
+
+def _empty(ax: Axes, why: str) -> None:
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _groups(series: Sequence[Series], key: str) -> dict[str, list[Series]]:
+    out: dict[str, list[Series]] = {}
+    for s in series:
+        out.setdefault(str(s[key]), []).append(s)
+    return out
+
+
+def plot_psnr_vs_epsilon(series: Sequence[Series], path: Path) -> Path:
+    """PSNR against epsilon: a curve per codec (and DP level), error bars over seeds, no-DP as lines."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    private = [s for s in series if s["private"] and s["epsilon"] is not None]
+    public = [s for s in series if not s["private"]]
+    colors = _colors([s["codec"] for s in series])
+    for name, group in _groups(private, "curve_key").items():
+        group = sorted(group, key=lambda s: s["epsilon"])
+        ax.errorbar(
+            [s["epsilon"] for s in group],
+            [s["psnr"] for s in group],
+            yerr=[s["psnr_std"] for s in group],
+            marker="o",
+            capsize=3,
+            label=name,
+            color=colors[group[0]["codec"]],
+            linestyle="-" if group[0]["runner"] == "simulate" else ":",
+        )
+    for s in public:
+        ax.axhline(
+            s["psnr"],
+            color=colors[s["codec"]],
+            linestyle="--",
+            linewidth=1,
+            label=f"{s['codec']}, no DP (reference)",
+        )
+    if private:
+        ax.set_xscale("log")
+    else:
+        _empty(ax, "no private cells in the store")
+    ax.set_xlabel("epsilon (final, at each cell's delta)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("PSNR vs privacy budget")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_psnr_vs_uplink(series: Sequence[Series], path: Path) -> Path:
+    """PSNR against total uplink bytes: one curve per privacy setting, log-scale bytes, codecs annotated."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    usable = [s for s in series if s["uplink"]]
+    colors = _colors([s["privacy"] for s in usable])
+    for name, group in _groups(usable, "privacy").items():
+        group = sorted(group, key=lambda s: s["uplink"])
+        ax.errorbar(
+            [s["uplink"] for s in group],
+            [s["psnr"] for s in group],
+            yerr=[s["psnr_std"] for s in group],
+            marker="o",
+            capsize=3,
+            label=name,
+            color=colors[name],
+        )
+        for s in group:
+            ax.annotate(
+                s["codec"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
+            )
+    if usable:
+        ax.set_xscale("log")
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        _empty(ax, "no cells with uplink bytes in the store")
+    ax.set_xlabel("total uplink bytes over the run (log scale)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("PSNR vs bandwidth")
+    ax.grid(True, alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_pareto(series: Sequence[Series], front: Sequence[Series], path: Path) -> Path:
+    """PSNR against uplink bytes, colour = epsilon (grey = no DP); the Pareto-optimal configurations named."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    usable = [s for s in series if s["uplink"]]
+    private = [s for s in usable if s["epsilon"] is not None]
+    public = [s for s in usable if s["epsilon"] is None]
+    if private:
+        points = ax.scatter(
+            [s["uplink"] for s in private],
+            [s["psnr"] for s in private],
+            c=[math.log10(max(s["epsilon"], 1e-6)) for s in private],
+            cmap="viridis",
+            s=40,
+        )
+        fig.colorbar(points, ax=ax, label="log10 epsilon")
+    if public:
+        ax.scatter(
+            [s["uplink"] for s in public],
+            [s["psnr"] for s in public],
+            c="0.6",
+            marker="s",
+            s=40,
+            label="no DP (epsilon = inf)",
+        )
+    on_front = [s for s in front if s["uplink"]]
+    ax.scatter(
+        [s["uplink"] for s in on_front],
+        [s["psnr"] for s in on_front],
+        facecolors="none",
+        edgecolors="red",
+        s=140,
+        linewidths=1.5,
+        label="Pareto front (PSNR, epsilon, bytes)",
+    )
+    for s in on_front:
+        ax.annotate(
+            s["short"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(4, -8), textcoords="offset points"
+        )
+    if usable:
+        ax.set_xscale("log")
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        _empty(ax, "no finished cells in the store")
+    ax.set_xlabel("total uplink bytes (log scale)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("Pareto front over PSNR, epsilon and bandwidth")
+    ax.grid(True, alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_convergence(series: Sequence[Series], path: Path) -> Path:
+    """Test PSNR per round (mean over seeds; round 0 is the initial model) for the selected configurations."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    for s in series:
+        rounds = s.get("rounds_curve") or []
+        if rounds:
+            ax.plot([r for r, _ in rounds], [p for _, p in rounds], marker=".", label=s["short"])
+            drawn += 1
+    if drawn:
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        _empty(ax, "no per-round results in the store")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("Convergence")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,263 @@
+"""The results store of a sweep: one JSON record per cell in ``results.jsonl``, and a CSV view beside it.
+
+A record is appended with write + flush + fsync, so a killed sweep leaves every finished cell on disk and at
+worst a torn last line, which ``read_records`` skips (and the next append starts on a fresh line). A cell may
+have several records (a failure, then a retry); the latest one counts. ``results.csv`` is rewritten atomically
+after every cell with flat columns: identity, outcome, final metrics, every privacy parameter, every setting.
+pandas reads it directly (``pandas.read_csv("results.csv")``).
+
+Cell ids are a stable hash of the runner and the resolved settings (``out-dir`` and ``resume`` excluded), so
+the same cell keeps its id across runs, machines and edits of the grid file that do not change it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcompress.config import RunConfig
+from fedcompress.federation.weights import atomic_write_bytes
+
+__all__ = [
+    "CSV_FILE",
+    "RECORD_SCHEMA",
+    "STORE_FILE",
+    "append_record",
+    "build_record",
+    "cell_id",
+    "csv_rows",
+    "failed_record",
+    "latest_records",
+    "noise_std",
+    "read_records",
+    "series_key",
+    "write_csv",
+]
+
+STORE_FILE = "results.jsonl"
+CSV_FILE = "results.csv"
+RECORD_SCHEMA = 1
+log = logging.getLogger("fedcompress")
+
+_NOT_HASHED = ("out-dir", "resume")
+_FINAL_KEYS = (
+    "psnr",
+    "ssim",
+    "psnr_initial",
+    "loss",
+    "uplink_bytes",
+    "downlink_bytes",
+    "dense_uplink_bytes",
+    "compression_ratio",
+    "rounds_completed",
+    "clients_failed",
+    "seconds",
+)
+_PRIVACY_KEYS = (
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "clip_norm",
+    "sample_rate",
+    "steps",
+    "rounds",
+    "accountant",
+    "level",
+    "trust",
+    "summary",
+)
+_ROUND_KEYS = (
+    "round",
+    "psnr",
+    "ssim",
+    "loss",
+    "uplink_bytes",
+    "downlink_bytes",
+    "dense_uplink_bytes",
+    "clients_ok",
+    "clients_failed",
+    "seconds",
+    "skipped",
+    "epsilon",
+)
+
+
+def _hashed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(config.items()) if k not in _NOT_HASHED}
+
+
+def cell_id(runner: str, config: Mapping[str, Any]) -> str:
+    """Stable 12-hex-digit id of a cell: SHA-256 of the runner and the settings (minus out-dir, resume)."""
+    blob = json.dumps({"runner": runner, "config": _hashed_settings(config)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def series_key(runner: str, config: Mapping[str, Any]) -> str:
+    """Id of the cell's configuration without its seed: the cells that are averaged together in reports."""
+    return cell_id(runner, {k: v for k, v in config.items() if k != "seed"})
+
+
+def _config_of(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    values = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
+    return _hashed_settings(values)
+
+
+def _identity(cell: Mapping[str, Any]) -> dict[str, Any]:
+    config = _config_of(cell["config"])
+    return {
+        "schema": RECORD_SCHEMA,
+        "cell": cell["id"],
+        "series": series_key(cell["runner"], config),
+        "label": cell["label"],
+        "runner": cell["runner"],
+        "config": config,
+    }
+
+
+def build_record(
+    cell: Mapping[str, Any], result: Mapping[str, Any], *, wall_seconds: float
+) -> dict[str, Any]:
+    """The store record of a finished cell from its ``result.json`` contents.
+
+    Parameters
+    ----------
+    cell : Mapping
+        ``id``, ``runner``, ``label`` and ``config`` (a RunConfig or kebab-case mapping) of the cell.
+    result : Mapping
+        The parsed ``result.json`` (see ``fedcompress.federation.results``).
+    wall_seconds : float
+        Wall-clock time of the whole cell, process start-up included.
+    """
+    privacy = dict(result.get("privacy") or {})
+    return {
+        **_identity(cell),
+        "status": "ok",
+        "error": None,
+        "run_status": result.get("status"),
+        "final": {k: (result.get("final") or {}).get(k) for k in _FINAL_KEYS},
+        "rounds": [{k: row.get(k) for k in _ROUND_KEYS} for row in result.get("rounds", [])],
+        "privacy": {
+            **{k: privacy.get(k) for k in _PRIVACY_KEYS},
+            "ledger_entries": len(privacy.get("ledger", [])),
+        },
+        "wall_seconds": round(float(wall_seconds), 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def failed_record(cell: Mapping[str, Any], error: str, *, wall_seconds: float) -> dict[str, Any]:
+    """The store record of a cell that failed: its identity and the error, no metrics."""
+    return {
+        **_identity(cell),
+        "status": "failed",
+        "error": error,
+        "run_status": None,
+        "final": {},
+        "rounds": [],
+        "privacy": {},
+        "wall_seconds": round(float(wall_seconds), 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def append_record(store_dir: str | Path, record: Mapping[str, Any]) -> None:
+    """Append one record as one line of ``results.jsonl``: write, flush, fsync (never a partial old line)."""
+    path = Path(store_dir) / STORE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=False) + "\n"
+    with open(path, "ab+") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:  # a torn last line from a killed writer must not swallow this record
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = "\n" + line
+        handle.write(line.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_records(store_dir: str | Path) -> list[dict[str, Any]]:
+    """Every record in the store, in file order; unreadable lines (a torn tail) are skipped with a warning."""
+    path = Path(store_dir) / STORE_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not a complete record (a killed write?); skipped", path, number)
+            continue
+        if isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA and "cell" in record:
+            records.append(record)
+        else:
+            log.warning("%s line %d is not a schema-%d record; skipped", path, number, RECORD_SCHEMA)
+    return records
+
+
+def latest_records(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last record of each cell, keyed by cell id, in order of first appearance."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        latest[record["cell"]] = dict(record)
+    return latest
+
+
+def noise_std(privacy: Mapping[str, Any]) -> float | None:
+    """Standard deviation of the Gaussian noise on a clipped sum: noise multiplier x clip norm."""
+    z, c = privacy.get("noise_multiplier"), privacy.get("clip_norm")
+    return None if z is None or c is None else float(z) * float(c)
+
+
+def csv_rows(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Flat columns (identity, outcome, final_*, privacy_*, every setting) and one row per record."""
+    rows: list[dict[str, Any]] = []
+    setting_keys: list[str] = [k for k in RunConfig.keys() if k not in _NOT_HASHED]  # noqa: SIM118
+    for record in records:
+        privacy = record.get("privacy") or {}
+        row: dict[str, Any] = {
+            k: record.get(k)
+            for k in (
+                "cell",
+                "series",
+                "label",
+                "runner",
+                "status",
+                "run_status",
+                "error",
+                "wall_seconds",
+                "finished_at",
+            )
+        }
+        row.update({f"final_{k}": (record.get("final") or {}).get(k) for k in _FINAL_KEYS})
+        row.update({f"privacy_{k}": privacy.get(k) for k in _PRIVACY_KEYS if k != "summary"})
+        row["privacy_noise_std"] = noise_std(privacy)
+        row.update({k: record["config"].get(k) for k in setting_keys})
+        rows.append(row)
+    columns = list(rows[0]) if rows else []
+    return columns, rows
+
+
+def write_csv(store_dir: str | Path, records: Iterable[Mapping[str, Any]] | None = None) -> Path:
+    """Rewrite ``results.csv`` atomically from the latest record of each cell; returns its path."""
+    store_dir = Path(store_dir)
+    chosen = latest_records(read_records(store_dir) if records is None else records).values()
+    columns, rows = csv_rows(chosen)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    path = store_dir / CSV_FILE
+    atomic_write_bytes(path, buffer.getvalue().encode())
+    return path

@@ -1,0 +1,321 @@
+"""Sweep grids, the results store and resume, with a fake federation (the real ones are in test_sweep_e2e)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fedcompress.errors import ConfigError
+from simulations import store
+from simulations.sweep import SweepRunner, load_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+GRIDS = ROOT / "simulations" / "grids"
+
+# A stand-in for one federation: reads cell.json, writes a result.json with the contract's keys.
+# lr = 0.07 fails at "run time"; a file named `slow` in the sweep folder makes every cell take 30 s.
+FAKE_CELL = textwrap.dedent(
+    """
+    import json, sys, time, threading
+    from pathlib import Path
+    from simulations.baselines import _watch_parent
+    import os
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    folder = Path(sys.argv[1])
+    spec = json.loads((folder / "cell.json").read_text())
+    cfg = spec["config"]
+    with open(folder.parents[1] / "invocations.txt", "a") as f:
+        f.write(spec["id"] + "\\n")
+    if cfg["lr"] == 0.07:
+        (folder / "error.txt").write_text("RuntimeError: lr 0.07 is cursed")
+        sys.exit(1)
+    rounds = []
+    for k in range(1, cfg["num-rounds"] + 1):
+        if (folder.parents[1] / "slow").exists():
+            time.sleep(30)
+        print(f"[round {k}/{cfg['num-rounds']}] psnr={20 + k:.2f} dB", flush=True)
+        rounds.append({"round": k, "psnr": 20.0 + k + cfg["seed"], "ssim": 0.5, "loss": 0.01,
+                       "uplink_bytes": 1000, "downlink_bytes": 4000, "dense_uplink_bytes": 4000,
+                       "clients_ok": 2, "clients_failed": 0, "seconds": 0.1, "skipped": False,
+                       "epsilon": None if cfg["dp"] == "none" else 1.0 * k})
+    private = cfg["dp"] != "none"
+    privacy = {"epsilon": 3.0, "delta": cfg["delta"], "noise_multiplier": 1.1, "clip_norm": cfg["clip-norm"],
+               "sample_rate": 0.25, "steps": 12, "rounds": cfg["num-rounds"], "accountant": "prv",
+               "level": cfg["dp"], "trust": None, "summary": "fake", "ledger": [{}]} if private else {}
+    final = {"psnr": rounds[-1]["psnr"], "ssim": 0.5, "psnr_initial": 15.0,
+             "uplink_bytes": 1000 * len(rounds),
+             "downlink_bytes": 1, "dense_uplink_bytes": 4000 * len(rounds), "compression_ratio": 4.0,
+             "epsilon": privacy.get("epsilon")}
+    result = {"status": "completed", "config": cfg, "rounds": rounds, "final": final, "privacy": privacy}
+    (folder / "result.json").write_text(json.dumps(result))
+    """
+)
+
+
+def fake_command(folder: Path) -> list[str]:
+    return [sys.executable, "-c", FAKE_CELL, str(folder)]
+
+
+def write_grid(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+SMALL = """
+    [base]
+    num-clients = 2
+    num-rounds = 2
+    target-epsilon = 4.0
+    [grid]
+    dp = ["none", "sample"]
+    seed = [0, 1]
+    [[cells]]
+    label = "cursed"
+    lr = 0.07
+"""
+
+
+def invocations(out: Path) -> list[str]:
+    path = out / "invocations.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+# ------------------------------------------------------------------ grids
+@pytest.mark.parametrize("name", ["quick.toml", "tradeoff.toml", "seed-table.toml"])
+def test_ready_grids_validate(name):
+    sweep = load_grid(GRIDS / name)
+    assert sweep.cells
+    assert len({c.id for c in sweep.cells}) == len(sweep.cells)
+
+
+def test_tradeoff_grid_has_three_seeds_per_configuration_and_both_baselines():
+    sweep = load_grid(GRIDS / "tradeoff.toml")
+    per_config: dict[str, set[int]] = {}
+    for cell in sweep.cells:
+        per_config.setdefault(store.series_key(cell.runner, cell.config.to_dict()), set()).add(
+            cell.config.seed
+        )
+    assert all(len(seeds) >= 3 for seeds in per_config.values())
+    assert any(c.runner == "flower-dp" for c in sweep.cells)
+    assert any(c.config.dp == "none" and c.config.codec == "none" for c in sweep.cells)
+
+
+def test_privacy_settings_collapse_when_dp_is_none(tmp_path):
+    grid = write_grid(
+        tmp_path,
+        """
+        [grid]
+        dp = ["none", "sample"]
+        target-epsilon = [1.0, 2.0, 4.0]
+        codec = ["none", "balanced"]
+    """,
+    )
+    sweep = load_grid(grid)
+    assert len(sweep.cells) == 2 * 1 + 2 * 3
+    assert sweep.collapsed == 4
+    none_cells = [c for c in sweep.cells if c.config.dp == "none"]
+    assert all(c.config.target_epsilon == 0.0 for c in none_cells)
+    assert all("target-epsilon" not in c.label for c in none_cells)
+
+
+def test_skip_rules_and_explicit_cells_expand_lists(tmp_path):
+    grid = write_grid(
+        tmp_path,
+        """
+        [base]
+        target-epsilon = 2.0
+        [grid]
+        dp = ["sample"]
+        codec = ["none", "balanced", "aggressive"]
+        [[skip]]
+        codec = ["aggressive"]
+        [[cells]]
+        label = "FedAvg float32"
+        dp = "none"
+        codec = "none"
+        seed = [0, 1, 2]
+    """,
+    )
+    sweep = load_grid(grid)
+    assert sweep.skipped_by_rule == 1
+    assert [c.config.codec for c in sweep.cells[:2]] == ["none", "balanced"]
+    assert [c.label for c in sweep.cells[2:]] == ["FedAvg float32"] * 3
+    assert [c.config.seed for c in sweep.cells[2:]] == [0, 1, 2]
+
+
+def test_set_overrides_apply_to_every_cell(tmp_path):
+    sweep = load_grid(write_grid(tmp_path, SMALL), {"num-rounds": "1"})
+    assert {c.config.num_rounds for c in sweep.cells} == {1}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[grid]\ncodecs = ['none']\n", "'codecs'"),
+        ("[base]\nnum-round = 3\n", "'num-round'"),
+        ("[grid]\nnum-rounds = [0, 2]\n", "'num-rounds'"),
+        ("[grid]\ncodec = 'none'\n", "'codec' must be a list"),
+        ("[grid]\nseed = []\n", "'seed' has an empty list"),
+        ("[grid]\ndp = ['maybe']\n", "'dp'"),
+        ("[grids]\ndp = ['none']\n", "unknown table 'grids'"),
+        ("[sweep]\ntimeout = 3\n", "'timeout'"),
+        ("[base]\nout-dir = '/tmp/x'\n", "'out-dir'"),
+        ("[[cells]]\nlabel = 'x'\nrunner = 'tff'\n", "runner 'tff'"),
+        ("[[cells]]\nrunner = 'flower-dp'\ndp = 'sample'\ntarget-epsilon = 1.0\n", "dp="),
+        ("[[skip]]\ncodek = 'none'\n", "'codek'"),
+        ("[grid]\ndp = ['sample']\n", "target-epsilon"),
+        ("[grid\n", "cannot read grid file"),
+    ],
+)
+def test_bad_grid_files_fail_naming_the_key(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_grid(write_grid(tmp_path, text))
+    assert fragment in str(info.value)
+
+
+def test_bad_grid_fails_before_anything_runs(tmp_path):
+    grid = write_grid(tmp_path, "[grid]\nnum-clients = [2, -1]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.sweep", str(grid), "--out", str(tmp_path / "o")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "'num-clients'" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ store
+def test_cell_id_ignores_out_dir_and_key_order_but_not_settings():
+    a = {"codec": "none", "seed": 0, "out-dir": "/x"}
+    b = {"out-dir": "/y", "seed": 0, "codec": "none"}
+    assert store.cell_id("simulate", a) == store.cell_id("simulate", b)
+    assert store.cell_id("simulate", a) != store.cell_id("flower-dp", a)
+    assert store.cell_id("simulate", a) != store.cell_id("simulate", {**a, "seed": 1})
+    assert store.series_key("simulate", a) == store.series_key("simulate", {**a, "seed": 1})
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_record_survives(tmp_path):
+    cell = {"id": "abc", "label": "x", "runner": "simulate", "config": {"seed": 0, "dp": "none"}}
+    store.append_record(tmp_path, store.failed_record(cell, "boom", wall_seconds=1.0))
+    with open(tmp_path / store.STORE_FILE, "a") as f:
+        f.write('{"schema": 1, "cell": "half')  # a writer killed mid-line
+    store.append_record(tmp_path, store.failed_record({**cell, "id": "def"}, "boom", wall_seconds=1.0))
+    assert [r["cell"] for r in store.read_records(tmp_path)] == ["abc", "def"]
+
+
+# ------------------------------------------------------------------ running, resume, failures
+def test_sweep_records_every_cell_continues_after_a_failure_and_writes_csv(tmp_path):
+    sweep = load_grid(write_grid(tmp_path, SMALL))
+    out = tmp_path / "out"
+    code = SweepRunner(sweep, out, command=fake_command).run()
+    assert code == 1  # one cell failed
+    latest = store.latest_records(store.read_records(out))
+    assert len(latest) == len(sweep.cells) == 5
+    statuses = {c.label: latest[c.id]["status"] for c in sweep.cells}
+    assert statuses.pop("cursed") == "failed"
+    assert set(statuses.values()) == {"ok"}
+    cursed = next(r for r in latest.values() if r["label"] == "cursed")
+    assert "lr 0.07 is cursed" in cursed["error"]
+    header = (out / store.CSV_FILE).read_text().splitlines()[0].split(",")
+    for column in (
+        "cell",
+        "status",
+        "final_psnr",
+        "privacy_epsilon",
+        "privacy_delta",
+        "privacy_noise_multiplier",
+        "privacy_clip_norm",
+        "privacy_sample_rate",
+        "privacy_steps",
+        "privacy_accountant",
+        "privacy_noise_std",
+        "target-epsilon",
+        "codec",
+        "seed",
+    ):
+        assert column in header
+    assert len((out / store.CSV_FILE).read_text().splitlines()) == 1 + 5
+
+
+def test_rerun_skips_finished_and_failed_cells_unless_asked(tmp_path):
+    sweep = load_grid(write_grid(tmp_path, SMALL))
+    out = tmp_path / "out"
+    SweepRunner(sweep, out, command=fake_command).run()
+    assert len(invocations(out)) == 5
+    SweepRunner(sweep, out, command=fake_command).run()
+    assert len(invocations(out)) == 5
+    SweepRunner(sweep, out, command=fake_command, retry_failed=True).run()
+    cursed = next(c.id for c in sweep.cells if c.label == "cursed")
+    assert invocations(out)[5:] == [cursed]
+
+
+def test_an_interrupted_cell_is_run_again_from_scratch(tmp_path):
+    sweep = load_grid(write_grid(tmp_path, SMALL))
+    out = tmp_path / "out"
+    SweepRunner(sweep, out, command=fake_command).run()
+    # Interrupted: the store lost the last ok cell's record, and its folder holds a half-written run.
+    lines = (out / store.STORE_FILE).read_text().splitlines()
+    victim = json.loads(lines[3])
+    (out / store.STORE_FILE).write_text("\n".join(lines[:3] + lines[4:]) + "\n")
+    folder = out / "cells" / victim["cell"]
+    (folder / "result.json").write_text('{"status": "running"}')
+    (folder / "checkpoint.pt").write_bytes(b"partial")
+    SweepRunner(sweep, out, command=fake_command).run()
+    assert invocations(out)[5:] == [victim["cell"]]
+    assert not (folder / "checkpoint.pt").exists()
+    assert store.latest_records(store.read_records(out))[victim["cell"]]["status"] == "ok"
+
+
+def test_a_killed_sweep_loses_only_the_running_cell(tmp_path):
+    grid = write_grid(tmp_path, SMALL)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import sys; from pathlib import Path; from simulations.sweep import SweepRunner, load_grid; "
+        f"fake = {FAKE_CELL!r}; "
+        f"SweepRunner(load_grid({str(grid)!r}), Path({str(out)!r}), "
+        "command=lambda d: [sys.executable, '-c', fake, str(d)]).run()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.monotonic() + 60
+    while len(invocations(out)) < 2 and time.monotonic() < deadline:  # first cell done, second started
+        if len(invocations(out)) == 1:
+            (out / "slow").touch()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (out / "slow").unlink()
+    done = store.latest_records(store.read_records(out))
+    assert len(done) >= 1
+    time.sleep(2.5)  # the orphaned cell notices its sweep is gone and ends its process group
+    assert SweepRunner(load_grid(grid), out, command=fake_command).run() == 1  # the lock is free again
+    latest = store.latest_records(store.read_records(out))
+    assert len(latest) == 5
+    reruns = invocations(out)[len(done) + 1 :]
+    assert len(reruns) == 5 - len(done)  # only the killed cell and those never started ran again
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_while_one_runs(tmp_path):
+    from fedcompress.errors import RunError
+    from simulations.sweep import _SweepLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with _SweepLock(out), pytest.raises(RunError, match="another sweep"):
+        SweepRunner(load_grid(write_grid(tmp_path, SMALL)), out, command=fake_command).run()
