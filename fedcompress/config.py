@@ -141,6 +141,14 @@ class RunConfig:
         return self.dp != "none"
 
     def _check_relations(self) -> None:
+        from fedcompress.codec import parse_spec  # lazy: the codec pulls in numpy/zstd, config stays light
+
+        for key, spec in (("codec", self.codec), ("downlink-codec", self.downlink_codec), ("pre-noise", self.pre_noise)):
+            if spec or key != "pre-noise":
+                try:
+                    parse_spec(spec)
+                except ValueError as e:
+                    raise ConfigError(f"setting {key!r} = {spec!r} is not a valid codec spec: {e}") from e
         if self.min_clients > self.num_clients:
             raise ConfigError(
                 f"min-clients={self.min_clients} is larger than num-clients={self.num_clients}; "

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["derive_seed", "numpy_rng", "torch_generator"]
 
@@ -25,7 +29,9 @@ def numpy_rng(*parts: int | str) -> np.random.Generator:
 
 
 def torch_generator(*parts: int | str) -> torch.Generator:
-    """A CPU torch generator seeded from ``parts``."""
+    """A CPU torch generator seeded from ``parts`` (torch is imported here, so decoding-only code avoids it)."""
+    import torch
+
     generator = torch.Generator()
     generator.manual_seed(derive_seed(*parts))
     return generator

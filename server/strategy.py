@@ -73,12 +73,18 @@ class CompressedFedAvg(Strategy):
             time.sleep(0.5)
         unknown = [n for n in node_ids if n not in self.node_of_partition.values()]
         messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in unknown]
+        errors: list[str] = []
         for reply in grid.send_and_receive(messages, timeout=max(deadline - time.monotonic(), 5.0)):
             if reply.has_error():
-                log.warning("handshake with node %s failed: %s", reply.metadata.src_node_id, reply.error.reason)
+                errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
                 continue
             partition = int(reply.content["config"]["partition-id"])
             self.node_of_partition[partition] = reply.metadata.src_node_id
+        if len(self.node_of_partition) < expected:
+            raise RunError(
+                f"only {len(self.node_of_partition)} of {expected} clients answered the handshake; "
+                f"errors: {'; '.join(errors[:3]) or 'none (timed out)'}"
+            )
         return self.node_of_partition
 
     # ------------------------------------------------------------------ train

@@ -31,6 +31,8 @@ def test_kebab_and_snake_keys_and_string_values_are_coerced():
         ("error-feedback", "yes", "true or false"),
         ("nonexistent", 1, "unknown setting"),
         ("codec", 3, "must be a string"),
+        ("codec", "topk:2", "codec spec"),
+        ("downlink-codec", "gzip", "codec spec"),
     ],
 )
 def test_bad_values_name_the_key(key, value, fragment):

@@ -18,7 +18,7 @@ from typing import Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
-from fedcompress.privacy import calibrate_noise, epsilon
+from fedcompress.privacy import client_level_noise, epsilon, sample_level_noise, sample_level_plan
 
 __all__ = ["PrivacyPlan"]
 
@@ -31,28 +31,20 @@ class PrivacyPlan:
         self.rounds_trained: dict[int, int] = {}  # partition id -> rounds it trained in
         self.rounds_released = 0  # rounds whose aggregate was released (central accounting)
         self._cache: dict[int, float] = {}
-        if cfg.dp == "sample":
-            batches = math.ceil(cfg.samples_per_client / cfg.batch_size)
-            self.sample_rate = 1.0 / batches  # Opacus' Poisson loader: q = 1 / len(loader)
-            self.steps_per_round = cfg.local_epochs * batches
-        elif cfg.dp == "client":
-            self.sample_rate = cfg.fraction_train if cfg.dp_noise == "central" else 1.0
-            self.steps_per_round = 1
-        else:
-            self.sample_rate, self.steps_per_round = 0.0, 0
-        self.noise_multiplier = self._calibrate() if cfg.private else 0.0
-
-    def _calibrate(self) -> float:
-        cfg = self.cfg
-        if cfg.noise_multiplier > 0:
-            return cfg.noise_multiplier
-        horizon = cfg.num_rounds * self.steps_per_round
+        self.sample_rate, self.steps_per_round, self.noise_multiplier = 0.0, 0, 0.0
         try:
-            return calibrate_noise(cfg.target_epsilon, self.sample_rate, horizon, cfg.delta, cfg.accountant)
+            if cfg.dp == "sample":
+                plan = sample_level_plan(cfg)
+                self.sample_rate, self.steps_per_round = plan.sample_rate, plan.steps_per_round
+                self.noise_multiplier = sample_level_noise(cfg)
+            elif cfg.dp == "client":
+                self.sample_rate = cfg.fraction_train if cfg.dp_noise == "central" else 1.0
+                self.steps_per_round = 1
+                self.noise_multiplier = client_level_noise(cfg)
         except (ValueError, RuntimeError) as e:
             raise ConfigError(
-                f"cannot calibrate noise for target-epsilon={cfg.target_epsilon} at delta={cfg.delta}, "
-                f"sample rate {self.sample_rate:.4g}, {horizon} steps: {e}"
+                f"cannot calibrate noise for target-epsilon={cfg.target_epsilon} at delta={cfg.delta} "
+                f"(dp={cfg.dp!r}, sample rate {self.sample_rate:.4g}): {e}"
             ) from e
 
     # ------------------------------------------------------------------ accounting
