@@ -103,13 +103,17 @@ def history_epsilon(
         return 0.0
     if any(z == 0.0 for z, _, _ in entries):
         return math.inf
-    entries = _merge_full_batches(entries)
+    return _epsilon(tuple(_merge_full_batches(entries)), delta, accountant)
+
+
+@functools.lru_cache(maxsize=4096)  # the budget guard, the ledger and every client ask for the same histories
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
     with warnings.catch_warnings():  # RDP's "optimal order is the smallest/largest alpha": the bound holds
         warnings.filterwarnings("ignore", message="Optimal order is the", category=UserWarning)
-        return _epsilon(entries, delta, accountant)
+        return _uncached_epsilon(list(history), delta, accountant)
 
 
-def _epsilon(history: History, delta: float, accountant: str) -> float:
+def _uncached_epsilon(history: History, delta: float, accountant: str) -> float:
     if accountant == "rdp":
         return _rdp_epsilon(history, delta)  # Opacus's default orders, as its PrivacyEngine reports
     rdp = _rdp_epsilon(history, delta, _INTEGER_ORDERS)  # a looser bound, 20x cheaper: sizes the PRV error

@@ -7,6 +7,7 @@ median norm: most samples are clipped a little and the noise stays small (see no
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -30,6 +31,14 @@ def per_sample_grad_norms(
     ``loss_fn`` must reduce by the mean over the batch (as in training); Opacus then returns each sample's own
     gradient. The model's parameters and ``.grad`` are left as they were; Opacus's hooks are removed.
     """
+    with warnings.catch_warnings():  # torch: "full backward hook is firing ... no inputs require gradients"
+        warnings.filterwarnings("ignore", message="Full backward hook", category=UserWarning)
+        return _norms(model, batches, loss_fn)
+
+
+def _norms(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], loss_fn: Loss
+) -> np.ndarray:
     wrapped = GradSampleModule(model, loss_reduction="mean")
     saved = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     norms: list[np.ndarray] = []
