@@ -22,7 +22,7 @@ from fedcompress.federation.results import RESULT_FILE, RunRecorder, format_tabl
 from fedcompress.federation.sampling import sample_clients
 from fedcompress.federation.server_optimizer import ServerOptimizer
 from fedcompress.federation.weights import initial_weights, save_arrays
-from fedcompress.privacy import check_order
+from fedcompress.privacy import NOT_COVERED, LedgerEntry, check_order
 from server.strategy import CompressedFedAvg, payload_record
 
 __all__ = ["WEIGHTS_FILE", "run_server"]
@@ -112,7 +112,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         row = _round_row(server_round, evaluator(weights), decoded, strategy, len(payload) * len(messages),
                          time.monotonic() - t0, skipped, entry)
         if entry is not None:
-            recorder.privacy.setdefault("ledger", []).append(entry)
+            recorder.privacy.setdefault("ledger", []).append(entry.to_dict())
         recorder.record_round(row, cfg.num_rounds)
         save_checkpoint(out, Checkpoint(round=server_round, weights=weights, optimizer=optimizer.state_dict(),
                                         meta={"rows": recorder.rounds, "baseline": recorder.baseline,
@@ -130,7 +130,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
 
 def _round_row(
     server_round: int, scores: dict[str, float], decoded: Any, strategy: CompressedFedAvg, downlink_bytes: int,
-    seconds: float, skipped: bool, entry: dict[str, Any] | None,
+    seconds: float, skipped: bool, entry: LedgerEntry | None,
 ) -> dict[str, Any]:
     metrics = strategy.last_client_metrics
     return {
@@ -144,16 +144,11 @@ def _round_row(
         "failures": {str(k): v for k, v in sorted(decoded.failures.items())},
         "seconds": seconds,
         "skipped": skipped,
-        "epsilon": None if entry is None else entry["epsilon"],
+        "epsilon": None if entry is None else entry.epsilon,
         "client_epsilon_reported": max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),
     }
 
 
 def _privacy_summary(plan: PrivacyPlan, cfg: RunConfig) -> dict[str, Any]:
-    entry = plan.entry(cfg.num_rounds)
-    text = (f"epsilon={entry['epsilon']:.4g} at delta={entry['delta']:g} ({entry['level']}-level"
-            f"{', ' + entry['trust'] + ' noise' if entry['trust'] else ''}; noise multiplier "
-            f"{entry['noise_multiplier']:.4g}, clip norm {entry['clip_norm']:g}, sample rate "
-            f"{entry['sample_rate']:.4g}, {entry['steps']} steps over {entry['rounds']} rounds, "
-            f"{entry['accountant'].upper()} accountant)")
-    return {**entry, "summary": text}
+    entry = plan.entry(plan.rounds_released)
+    return {**entry.to_dict(), "summary": entry.describe(), "not_covered": NOT_COVERED}

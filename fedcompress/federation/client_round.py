@@ -123,12 +123,8 @@ def run_client_round(
         new_state.update({_CODEC + k: v for k, v in codec_state.state_dict().items()})
     new_state.update({_DP + k: v for k, v in dp_state.items()})
 
-    metrics: dict[str, float | int] = {
-        "payload-bytes": len(payload),
-        "dense-bytes": int(stats.dense_bytes),
-        "codec-rel-error": float(stats.rel_l2_error),
-        **dp_metrics,
-    }
-    if cfg.release == "all":  # private quantities; release="minimal" withholds them
-        metrics.update({"num-examples": num_examples, "train-loss": float(loss)})
+    metrics: dict[str, float | int] = {"payload-bytes": len(payload), "dense-bytes": int(stats.dense_bytes)}
+    if cfg.release == "all":  # quantities of private data; release="minimal" withholds them (see NOT_COVERED)
+        metrics.update({"num-examples": num_examples, "train-loss": float(loss),
+                        "codec-rel-error": float(stats.rel_l2_error), **dp_metrics})
     return ClientReply(payload=payload, metrics=metrics, state=new_state)

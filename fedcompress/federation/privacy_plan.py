@@ -18,7 +18,7 @@ from typing import Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
-from fedcompress.privacy import client_level_noise, epsilon, sample_level_noise, sample_level_plan
+from fedcompress.privacy import LedgerEntry, client_level_noise, epsilon, sample_level_noise, sample_level_plan
 
 __all__ = ["PrivacyPlan"]
 
@@ -82,7 +82,7 @@ class PrivacyPlan:
         """True when ``max-epsilon`` is set and the next round would pass it."""
         return self.cfg.max_epsilon > 0 and self.predict(selected) > self.cfg.max_epsilon
 
-    def commit(self, server_round: int, trained: Iterable[int]) -> dict[str, Any] | None:
+    def commit(self, server_round: int, trained: Iterable[int]) -> LedgerEntry | None:
         """Record a finished round and return its ledger entry (None when not private).
 
         ``trained`` are the clients that ran DP training or noising this round. A client that trained and then
@@ -95,26 +95,26 @@ class PrivacyPlan:
         self.rounds_released += 1
         return self.entry(server_round)
 
-    def entry(self, server_round: int) -> dict[str, Any]:
+    def entry(self, server_round: int) -> LedgerEntry:
         """The ledger line: an epsilon never travels without its parameters."""
         cfg = self.cfg
         central = self._central()
         most = max(self.rounds_trained.values(), default=0)
         rounds = self.rounds_released if central else most
-        return {
-            "round": server_round,
-            "epsilon": self.current_epsilon(),
-            "delta": cfg.delta,
-            "noise_multiplier": self.noise_multiplier,
-            "clip_norm": cfg.clip_norm,
-            "sample_rate": self.sample_rate,
-            "steps": rounds * self.steps_per_round,
-            "rounds": rounds,
-            "accountant": cfg.accountant,
-            "level": cfg.dp,
-            "trust": cfg.dp_noise if cfg.dp == "client" else None,
-            "max_over": [] if central else sorted(p for p, n in self.rounds_trained.items() if n == most),
-        }
+        return LedgerEntry(
+            round=server_round,
+            epsilon=self.current_epsilon(),
+            delta=cfg.delta,
+            noise_multiplier=self.noise_multiplier,
+            clip_norm=cfg.clip_norm,
+            sample_rate=self.sample_rate,
+            steps=rounds * self.steps_per_round,
+            rounds=rounds,
+            accountant=cfg.accountant,
+            level=cfg.dp,
+            trust=cfg.dp_noise if cfg.dp == "client" else None,
+            max_over=() if central else tuple(sorted(p for p, n in self.rounds_trained.items() if n == most)),
+        )
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
