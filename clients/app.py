@@ -62,4 +62,3 @@ def train(msg: Message, context: Context) -> Message:
         save_state_to_disk(disk_root, partition, reply.state)
     content = RecordDict({"arrays": payload_record(reply.payload), "metrics": MetricRecord(reply.metrics)})
     return Message(content, reply_to=msg)
-

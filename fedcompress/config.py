@@ -143,7 +143,11 @@ class RunConfig:
     def _check_relations(self) -> None:
         from fedcompress.codec import parse_spec  # lazy: the codec pulls in numpy/zstd, config stays light
 
-        for key, spec in (("codec", self.codec), ("downlink-codec", self.downlink_codec), ("pre-noise", self.pre_noise)):
+        for key, spec in (
+            ("codec", self.codec),
+            ("downlink-codec", self.downlink_codec),
+            ("pre-noise", self.pre_noise),
+        ):
             if spec or key != "pre-noise":
                 try:
                     parse_spec(spec)
@@ -151,13 +155,10 @@ class RunConfig:
                     raise ConfigError(f"setting {key!r} = {spec!r} is not a valid codec spec: {e}") from e
         if self.min_clients > self.num_clients:
             raise ConfigError(
-                f"min-clients={self.min_clients} is larger than num-clients={self.num_clients}; "
-                "allowed: 1..num-clients"
+                f"min-clients={self.min_clients} is larger than num-clients={self.num_clients}; allowed: 1..num-clients"
             )
         if self.private and self.target_epsilon == 0.0 and self.noise_multiplier == 0.0:
-            raise ConfigError(
-                f"dp={self.dp!r} needs target-epsilon > 0 or noise-multiplier > 0 (both are 0)"
-            )
+            raise ConfigError(f"dp={self.dp!r} needs target-epsilon > 0 or noise-multiplier > 0 (both are 0)")
         if self.private and self.target_epsilon > 0.0 and self.noise_multiplier > 0.0:
             raise ConfigError(
                 f"give either target-epsilon ({self.target_epsilon}) or noise-multiplier "

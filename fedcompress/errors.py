@@ -20,7 +20,7 @@ class ConfigError(FedCompressError, ValueError):
     """A setting is unknown, has the wrong type, or is out of range (also a ``ValueError``)."""
 
 
-class PrivacyBudgetExhausted(FedCompressError):
+class PrivacyBudgetExhausted(FedCompressError):  # noqa: N818 (the name says what happened)
     """The next round would take epsilon past the configured ``max-epsilon``."""
 
 

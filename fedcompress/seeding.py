@@ -6,7 +6,6 @@ Never the global RNG, so runs, resumes and tests are reproducible and clients ne
 from __future__ import annotations
 
 import hashlib
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -1,4 +1,6 @@
-"""The round loop of the ServerApp: labelled sections like Flower's ``Strategy.start``, plus what a real
+"""The round loop of the ServerApp.
+
+Labelled sections like Flower's ``Strategy.start``, plus what a real
 federation needs: a handshake, seeded sampling, a privacy budget, byte counts, checkpoints and resume.
 """
 
@@ -36,7 +38,9 @@ def resolve_out_dir(cfg: RunConfig) -> Path:
     out = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     out = out.expanduser().resolve()
     if not cfg.resume and ((out / RESULT_FILE).exists() or (out / CHECKPOINT_FILE).exists()):
-        raise ConfigError(f"out-dir {str(out)!r} already holds a run; pass resume=true to continue it or choose another")
+        raise ConfigError(
+            f"out-dir {str(out)!r} already holds a run; pass resume=true to continue it or choose another"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -70,7 +74,10 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     else:
         recorder.baseline = {"round": 0, **evaluator(weights)}
     if cfg.private:
-        recorder.privacy = {"noise_multiplier": plan.noise_multiplier, "ledger": recorder.privacy.get("ledger", [])}
+        recorder.privacy = {
+            "noise_multiplier": plan.noise_multiplier,
+            "ledger": recorder.privacy.get("ledger", []),
+        }
     strategy = CompressedFedAvg(cfg)
     strategy.discover(grid, expected=cfg.num_clients, timeout=cfg.round_timeout)
     status, message = "completed", ""
@@ -79,13 +86,19 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         t0 = time.monotonic()
         # --- sample and check the budget -------------------------------------------------------------
         selected = sample_clients(
-            list(strategy.node_of_partition), scheme=cfg.client_sampling, fraction=cfg.fraction_train,
-            min_clients=cfg.min_clients, seed=cfg.seed, server_round=server_round,
+            list(strategy.node_of_partition),
+            scheme=cfg.client_sampling,
+            fraction=cfg.fraction_train,
+            min_clients=cfg.min_clients,
+            seed=cfg.seed,
+            server_round=server_round,
         )
         if plan.would_exceed_budget(selected):
             status = "budget_exhausted"
-            message = (f"stopped before round {server_round}: it would take epsilon to {plan.predict(selected):.4g}, "
-                       f"past max-epsilon={cfg.max_epsilon}")
+            message = (
+                f"stopped before round {server_round}: it would take epsilon to {plan.predict(selected):.4g}, "
+                f"past max-epsilon={cfg.max_epsilon}"
+            )
             print(message, flush=True)
             break
         # --- send and receive ------------------------------------------------------------------------
@@ -100,8 +113,11 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         assert decoded is not None
         skipped = delta_record is None
         if skipped:
-            print(f"round {server_round}: only {len(decoded.updates)} usable replies "
-                  f"(min-clients={cfg.min_clients}); round skipped, model unchanged", flush=True)
+            print(
+                f"round {server_round}: only {len(decoded.updates)} usable replies "
+                f"(min-clients={cfg.min_clients}); round skipped, model unchanged",
+                flush=True,
+            )
         else:
             delta = {k: v.numpy() for k, v in delta_record.items()}
             weights = optimizer.step(weights, delta)
@@ -109,14 +125,33 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             log.warning("round %s: client %s failed: %s", server_round, partition, reason)
         entry = plan.commit(server_round, selected) if (not skipped or cfg.dp == "client") else None
         # --- evaluate, record, checkpoint ------------------------------------------------------------
-        row = _round_row(server_round, evaluator(weights), decoded, strategy, len(payload) * len(messages),
-                         time.monotonic() - t0, skipped, entry)
+        row = _round_row(
+            server_round,
+            evaluator(weights),
+            decoded,
+            strategy,
+            len(payload) * len(messages),
+            time.monotonic() - t0,
+            skipped,
+            entry,
+        )
         if entry is not None:
             recorder.privacy.setdefault("ledger", []).append(entry.to_dict())
         recorder.record_round(row, cfg.num_rounds)
-        save_checkpoint(out, Checkpoint(round=server_round, weights=weights, optimizer=optimizer.state_dict(),
-                                        meta={"rows": recorder.rounds, "baseline": recorder.baseline,
-                                              "privacy": recorder.privacy, "privacy_plan": plan.state_dict()}))
+        save_checkpoint(
+            out,
+            Checkpoint(
+                round=server_round,
+                weights=weights,
+                optimizer=optimizer.state_dict(),
+                meta={
+                    "rows": recorder.rounds,
+                    "baseline": recorder.baseline,
+                    "privacy": recorder.privacy,
+                    "privacy_plan": plan.state_dict(),
+                },
+            ),
+        )
 
     # --- finish -----------------------------------------------------------------------------------------
     save_arrays(out / WEIGHTS_FILE, weights)
@@ -129,8 +164,14 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
 
 
 def _round_row(
-    server_round: int, scores: dict[str, float], decoded: Any, strategy: CompressedFedAvg, downlink_bytes: int,
-    seconds: float, skipped: bool, entry: LedgerEntry | None,
+    server_round: int,
+    scores: dict[str, float],
+    decoded: Any,
+    strategy: CompressedFedAvg,
+    downlink_bytes: int,
+    seconds: float,
+    skipped: bool,
+    entry: LedgerEntry | None,
 ) -> dict[str, Any]:
     metrics = strategy.last_client_metrics
     return {

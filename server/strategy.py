@@ -21,7 +21,7 @@ from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, aggregate_updates, decode_updates
 
-__all__ = ["CompressedFedAvg", "payload_record", "payload_from_record"]
+__all__ = ["CompressedFedAvg", "payload_from_record", "payload_record"]
 
 log = logging.getLogger("fedcompress")
 
@@ -61,7 +61,12 @@ class CompressedFedAvg(Strategy):
 
     def summary(self) -> None:
         """Log the strategy's settings."""
-        log.info("CompressedFedAvg codec=%s downlink=%s dp=%s", self.cfg.codec, self.cfg.downlink_codec, self.cfg.dp)
+        log.info(
+            "CompressedFedAvg codec=%s downlink=%s dp=%s",
+            self.cfg.codec,
+            self.cfg.downlink_codec,
+            self.cfg.dp,
+        )
 
     # ------------------------------------------------------------------ handshake
     def discover(self, grid: Grid, *, expected: int, timeout: float) -> dict[int, int]:
@@ -102,9 +107,7 @@ class CompressedFedAvg(Strategy):
             )
         return messages
 
-    def collect(
-        self, replies: Iterable[Message], selected: list[int]
-    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+    def collect(self, replies: Iterable[Message], selected: list[int]) -> tuple[list[ClientUpdate], dict[int, str]]:
         """Turn replies into ``ClientUpdate``s; errors and missing replies become named failures."""
         partition_of_node = {n: p for p, n in self.node_of_partition.items()}
         updates: list[ClientUpdate] = []
@@ -140,21 +143,25 @@ class CompressedFedAvg(Strategy):
         self.last_round = decoded
         self.last_client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
         metrics = MetricRecord(
-            {"uplink-bytes": decoded.uplink_bytes, "clients-ok": len(decoded.updates),
-             "clients-failed": len(decoded.failures)}
+            {
+                "uplink-bytes": decoded.uplink_bytes,
+                "clients-ok": len(decoded.updates),
+                "clients-failed": len(decoded.failures),
+            }
         )
         central = self.cfg.dp == "client" and self.cfg.dp_noise == "central"
         if len(decoded.updates) < self.cfg.min_clients and not central:
             return None, metrics
         delta = aggregate_updates(
-            decoded, self.cfg, noise_multiplier=self._noise, server_round=server_round,
+            decoded,
+            self.cfg,
+            noise_multiplier=self._noise,
+            server_round=server_round,
             reference=self._reference,
         )
         return ArrayRecord({k: Array(v) for k, v in delta.items()}), metrics
 
-    def prepare_round(
-        self, selected: list[int], reference: dict[str, np.ndarray], noise_multiplier: float
-    ) -> None:
+    def prepare_round(self, selected: list[int], reference: dict[str, np.ndarray], noise_multiplier: float) -> None:
         """Tell the strategy what the coming round sent, so replies can be checked against it."""
         self._selected = selected
         self._reference = reference

@@ -46,8 +46,10 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
         server_app=build_server_app(cfg),
         client_app=client_app,
         num_supernodes=cfg.num_clients,
-        backend_config={"client_resources": {"num_cpus": cpus_per_client}, "init_args": {"logging_level": 30,
-                                                                                      "log_to_driver": True}},
+        backend_config={
+            "client_resources": {"num_cpus": cpus_per_client},
+            "init_args": {"logging_level": 30, "log_to_driver": True},
+        },
         verbose_logging=False,
     )
     try:

@@ -69,5 +69,5 @@ def test_overrides_and_config_files(tmp_path):
     assert load_config_file(ROOT / "pyproject.toml")["num-rounds"] == RunConfig().num_rounds
     broken = tmp_path / "broken.toml"
     broken.write_text("num-rounds = = 3")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_config_file(broken)

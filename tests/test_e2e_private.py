@@ -26,8 +26,17 @@ def _simulate(out: Path, settings: dict) -> dict:
 
 
 def test_sample_level_epsilon_matches_the_accountant_and_the_clients(tmp_path):
-    result = _simulate(tmp_path / "sample", {"num-clients": 2, "num-rounds": 2, "samples-per-client": 32,
-                                             "test-samples": 16, "dp": "sample", "target-epsilon": 4})
+    result = _simulate(
+        tmp_path / "sample",
+        {
+            "num-clients": 2,
+            "num-rounds": 2,
+            "samples-per-client": 32,
+            "test-samples": 16,
+            "dp": "sample",
+            "target-epsilon": 4,
+        },
+    )
     privacy = result["privacy"]
     assert (privacy["level"], privacy["accountant"], privacy["delta"]) == ("sample", "prv", 1e-5)
     assert privacy["sample_rate"] == 0.5 and privacy["steps"] == 4 and privacy["rounds"] == 2
@@ -40,14 +49,28 @@ def test_sample_level_epsilon_matches_the_accountant_and_the_clients(tmp_path):
 
 def test_client_level_central_budget_stops_before_the_round_that_would_pass_it(tmp_path):
     z, q = 1.0, 0.5
-    after = [client_level_epsilon(trust="central", noise_multiplier=z, rounds=r, delta=1e-5, sample_rate=q)
-             for r in (1, 2, 3)]
+    after = [
+        client_level_epsilon(trust="central", noise_multiplier=z, rounds=r, delta=1e-5, sample_rate=q)
+        for r in (1, 2, 3)
+    ]
     budget = (after[1] + after[2]) / 2  # room for two rounds, not three
-    result = _simulate(tmp_path / "central", {
-        "num-clients": 4, "num-rounds": 5, "samples-per-client": 16, "test-samples": 16, "dp": "client",
-        "dp-noise": "central", "client-sampling": "poisson", "fraction-train": q, "noise-multiplier": z,
-        "clip-norm": 0.5, "max-epsilon": budget, "codec": "q8",
-    })
+    result = _simulate(
+        tmp_path / "central",
+        {
+            "num-clients": 4,
+            "num-rounds": 5,
+            "samples-per-client": 16,
+            "test-samples": 16,
+            "dp": "client",
+            "dp-noise": "central",
+            "client-sampling": "poisson",
+            "fraction-train": q,
+            "noise-multiplier": z,
+            "clip-norm": 0.5,
+            "max-epsilon": budget,
+            "codec": "q8",
+        },
+    )
     assert result["status"] == "budget_exhausted" and "before round 3" in result["message"]
     assert len(result["rounds"]) == 2
     assert math.isclose(result["privacy"]["epsilon"], after[1], rel_tol=1e-9)

@@ -61,8 +61,14 @@ def test_killed_server_resumes_to_the_same_weights(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run(_simulate_cmd(straight, TINY))
 
-    proc = subprocess.Popen(_simulate_cmd(killed, TINY), cwd=ROOT, env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _simulate_cmd(killed, TINY),
+        cwd=ROOT,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:

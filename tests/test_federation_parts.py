@@ -12,18 +12,23 @@ from fedcompress.federation.weights import load_arrays, save_arrays
 
 def test_fixed_sampling_is_seeded_sized_and_order_free():
     a = sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=2, seed=1, server_round=4)
-    b = sample_clients([9, 3, 1, 0, 2, 4, 5, 6, 7, 8], scheme="fixed", fraction=0.3, min_clients=2, seed=1,
-                       server_round=4)
+    b = sample_clients(
+        [9, 3, 1, 0, 2, 4, 5, 6, 7, 8], scheme="fixed", fraction=0.3, min_clients=2, seed=1, server_round=4
+    )
     assert a == b and len(a) == 3 and len(set(a)) == 3
     assert sample_clients(range(10), scheme="fixed", fraction=0.01, min_clients=2, seed=1, server_round=4) != []
-    rounds = {tuple(sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=1, seed=1, server_round=r))
-              for r in range(1, 20)}
+    rounds = {
+        tuple(sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=1, seed=1, server_round=r))
+        for r in range(1, 20)
+    }
     assert len(rounds) > 5
 
 
 def test_poisson_sampling_rate_matches_fraction():
-    counts = [len(sample_clients(range(100), scheme="poisson", fraction=0.2, min_clients=1, seed=0, server_round=r))
-              for r in range(1, 201)]
+    counts = [
+        len(sample_clients(range(100), scheme="poisson", fraction=0.2, min_clients=1, seed=0, server_round=r))
+        for r in range(1, 201)
+    ]
     # mean of 200 Binomial(100, 0.2) draws: sd of the mean = 4 / sqrt(200) ~ 0.28
     assert abs(np.mean(counts) - 20) < 5 * 0.283
 
@@ -70,8 +75,12 @@ def test_client_state_prefers_memory_then_disk_by_round(tmp_path):
 def test_checkpoint_round_trip_and_refusal(tmp_path):
     optimizer = ServerOptimizer(momentum=0.5)
     optimizer.step({"w": np.zeros(4, np.float32)}, {"w": np.ones(4, np.float32)})
-    ckpt = Checkpoint(round=3, weights={"w": np.arange(4, dtype=np.float32)},
-                      optimizer=optimizer.state_dict(), meta={"rows": [{"round": 1}]})
+    ckpt = Checkpoint(
+        round=3,
+        weights={"w": np.arange(4, dtype=np.float32)},
+        optimizer=optimizer.state_dict(),
+        meta={"rows": [{"round": 1}]},
+    )
     save_checkpoint(tmp_path, ckpt)
     back = load_checkpoint(tmp_path)
     assert back.round == 3 and np.array_equal(back.weights["w"], ckpt.weights["w"])

@@ -1,5 +1,6 @@
 """`flwr run .` on the local simulation SuperLink: the app as Flower users run it, settings from pyproject."""
 
+import contextlib
 import json
 import os
 import signal
@@ -32,15 +33,32 @@ def test_flwr_run_local_simulation_completes(tmp_path):
     home, out = tmp_path / "flwr-home", tmp_path / "out"
     home.mkdir()
     (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n')
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PYTHONPATH": str(ROOT)}
-    run_config = (f"num-rounds=2 num-clients=2 samples-per-client=16 test-samples=16 codec='aggressive' "
-                  f"out-dir='{out}'")
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    run_config = f"num-rounds=2 num-clients=2 samples-per-client=16 test-samples=16 codec='aggressive' out-dir='{out}'"
     try:
         done = subprocess.run(
-            [str(FLWR), "run", ".", "local", "--stream", "--run-config", run_config,
-             "--federation-config", "num-supernodes=2 client-resources-num-cpus=1"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+            [
+                str(FLWR),
+                "run",
+                ".",
+                "local",
+                "--stream",
+                "--run-config",
+                run_config,
+                "--federation-config",
+                "num-supernodes=2 client-resources-num-cpus=1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         deadline = time.monotonic() + 120
@@ -51,13 +69,17 @@ def test_flwr_run_local_simulation_completes(tmp_path):
         assert [r["round"] for r in result["rounds"]] == [1, 2]
         assert result["config"]["codec"] == "aggressive"
         assert result["final"]["compression_ratio"] > 50
-        status = subprocess.run([str(FLWR), "ls", "local", "--format", "json"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [str(FLWR), "ls", "local", "--format", "json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         runs = json.loads(status.stdout)["runs"]
         assert runs and runs[0]["status"] == "finished:completed"
     finally:
         for pid in _processes_with_env("FLWR_HOME", str(home)):  # the SuperLink `flwr run` started, by PID
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass

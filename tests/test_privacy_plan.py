@@ -11,8 +11,16 @@ from fedcompress.privacy import calibrate_noise, client_level_epsilon, epsilon
 
 
 def test_sample_level_calibrates_once_for_the_horizon_and_takes_the_max_over_clients():
-    cfg = RunConfig.from_mapping({"dp": "sample", "target-epsilon": 4.0, "num-rounds": 5, "num-clients": 4,
-                                  "samples-per-client": 64, "batch-size": 16})
+    cfg = RunConfig.from_mapping(
+        {
+            "dp": "sample",
+            "target-epsilon": 4.0,
+            "num-rounds": 5,
+            "num-clients": 4,
+            "samples-per-client": 64,
+            "batch-size": 16,
+        }
+    )
     plan = PrivacyPlan(cfg)
     assert (plan.sample_rate, plan.steps_per_round) == (0.25, 4)
     assert math.isclose(plan.noise_multiplier, calibrate_noise(4.0, 0.25, 20, 1e-5), rel_tol=1e-9)
@@ -26,15 +34,26 @@ def test_sample_level_calibrates_once_for_the_horizon_and_takes_the_max_over_cli
 
 
 def test_client_level_central_steps_every_released_round_with_poisson_rate():
-    cfg = RunConfig.from_mapping({"dp": "client", "dp-noise": "central", "client-sampling": "poisson",
-                                  "fraction-train": 0.5, "noise-multiplier": 1.2, "num-clients": 10})
+    cfg = RunConfig.from_mapping(
+        {
+            "dp": "client",
+            "dp-noise": "central",
+            "client-sampling": "poisson",
+            "fraction-train": 0.5,
+            "noise-multiplier": 1.2,
+            "num-clients": 10,
+        }
+    )
     plan = PrivacyPlan(cfg)
     for r in (1, 2, 3):
         entry = plan.commit(r, [])  # even a round with no sampled client is a release (noise only)
     expected = client_level_epsilon(trust="central", noise_multiplier=1.2, rounds=3, delta=1e-5, sample_rate=0.5)
     assert math.isclose(entry.epsilon, expected, rel_tol=1e-12) and entry.trust == "central"
-    assert math.isclose(plan.predict([]), client_level_epsilon(trust="central", noise_multiplier=1.2, rounds=4,
-                                                               delta=1e-5, sample_rate=0.5), rel_tol=1e-12)
+    assert math.isclose(
+        plan.predict([]),
+        client_level_epsilon(trust="central", noise_multiplier=1.2, rounds=4, delta=1e-5, sample_rate=0.5),
+        rel_tol=1e-12,
+    )
 
 
 def test_client_level_local_claims_no_amplification():

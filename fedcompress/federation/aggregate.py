@@ -107,8 +107,6 @@ def aggregate_updates(
     weights = np.array([w for _, _, w in decoded.updates], dtype=np.float64)
     weights /= weights.sum()
     return {
-        name: sum((w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))).astype(
-            np.float32
-        )
+        name: sum((w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))).astype(np.float32)
         for name in updates[0]
     }

@@ -125,6 +125,12 @@ def run_client_round(
 
     metrics: dict[str, float | int] = {"payload-bytes": len(payload), "dense-bytes": int(stats.dense_bytes)}
     if cfg.release == "all":  # quantities of private data; release="minimal" withholds them (see NOT_COVERED)
-        metrics.update({"num-examples": num_examples, "train-loss": float(loss),
-                        "codec-rel-error": float(stats.rel_l2_error), **dp_metrics})
+        metrics.update(
+            {
+                "num-examples": num_examples,
+                "train-loss": float(loss),
+                "codec-rel-error": float(stats.rel_l2_error),
+                **dp_metrics,
+            }
+        )
     return ClientReply(payload=payload, metrics=metrics, state=new_state)

@@ -18,7 +18,13 @@ from typing import Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
-from fedcompress.privacy import LedgerEntry, client_level_noise, epsilon, sample_level_noise, sample_level_plan
+from fedcompress.privacy import (
+    LedgerEntry,
+    client_level_noise,
+    epsilon,
+    sample_level_noise,
+    sample_level_plan,
+)
 
 __all__ = ["PrivacyPlan"]
 
@@ -119,8 +125,11 @@ class PrivacyPlan:
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         """Participation counts (JSON-safe) for the server checkpoint."""
-        return {"rounds_trained": {str(k): v for k, v in self.rounds_trained.items()},
-                "rounds_released": self.rounds_released, "noise_multiplier": self.noise_multiplier}
+        return {
+            "rounds_trained": {str(k): v for k, v in self.rounds_trained.items()},
+            "rounds_released": self.rounds_released,
+            "noise_multiplier": self.noise_multiplier,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore counts saved by ``state_dict``; the noise multiplier must match the recomputed one."""

@@ -47,7 +47,7 @@ def sample_clients(
     if scheme == "poisson":
         chosen = ids[rng.random(ids.size) < fraction]
     elif scheme == "fixed":
-        size = min(ids.size, max(min_clients, int(round(fraction * ids.size))))
+        size = min(ids.size, max(min_clients, round(fraction * ids.size)))
         chosen = rng.choice(ids, size=size, replace=False) if size else ids[:0]
     else:
         raise ValueError(f"scheme must be 'fixed' or 'poisson', got {scheme!r}")

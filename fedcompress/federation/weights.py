@@ -55,7 +55,6 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Save named arrays as a tensors-only torch file, atomically."""
-
     buffer = io.BytesIO()
     torch.save({k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())

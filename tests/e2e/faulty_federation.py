@@ -63,8 +63,21 @@ def train(msg: Message, context: Context) -> Message:
 
 if __name__ == "__main__":
     out = sys.argv[1]
-    cfg = RunConfig.from_mapping({"num-clients": 4, "num-rounds": 5, "min-clients": 2, "samples-per-client": 16,
-                                  "test-samples": 16, "round-timeout": 120, "out-dir": out})
+    cfg = RunConfig.from_mapping(
+        {
+            "num-clients": 4,
+            "num-rounds": 5,
+            "min-clients": 2,
+            "samples-per-client": 16,
+            "test-samples": 16,
+            "round-timeout": 120,
+            "out-dir": out,
+        }
+    )
     prepare_flower_env(__import__("pathlib").Path(out) / ".flwr")
-    run_simulation(server_app=build_server_app(cfg), client_app=faulty, num_supernodes=4,
-                   backend_config={"client_resources": {"num_cpus": 1}})
+    run_simulation(
+        server_app=build_server_app(cfg),
+        client_app=faulty,
+        num_supernodes=4,
+        backend_config={"client_resources": {"num_cpus": 1}},
+    )
