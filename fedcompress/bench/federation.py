@@ -1,6 +1,7 @@
 """Federation benchmark: codec cost per round beside plain FedAvg, and simulation scaling.
 
-What each codec costs per round next to plain FedAvg in dense float32, and how the simulation scales with the number of virtual clients. Every cell is a real ``fedcompress simulate`` run in its
+What each codec costs per round next to plain FedAvg in dense float32, and how the simulation scales
+with the number of virtual clients. Every cell is a real ``fedcompress simulate`` run in its
 own process group; peak memory is the largest summed RSS of that group, sampled from /proc.
 
 ``fedcompress bench federation [--codecs ...] [--scaling 10,100,1000] [--json]``
