@@ -17,8 +17,9 @@ metrics on private data, who took part and when. ``release = "minimal"`` withhol
 weights) and the private metrics. ``secure_mode`` is off (no torchcsprng): noise comes from ordinary PRNGs.
 """
 
-from fedcompress.privacy.accountant import ACCOUNTANTS, Accountant, calibrate_noise, epsilon, history_epsilon
+from fedcompress.privacy.accountant import ACCOUNTANTS, Accountant, epsilon, history_epsilon
 from fedcompress.privacy.budget import BudgetCheck, BudgetGuard, predict_epsilon_after_round
+from fedcompress.privacy.calibration import calibrate_noise
 from fedcompress.privacy.client_level import (
     TRUST_MODELS,
     central_aggregate,

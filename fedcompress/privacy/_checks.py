@@ -21,9 +21,7 @@ def check_number(
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(float(value))
     if ok:
         number = float(value)  # type: ignore[arg-type]
-        ok = (number > low if low_open else number >= low) and (
-            number < high if high_open else number <= high
-        )
+        ok = (number > low if low_open else number >= low) and (number < high if high_open else number <= high)
     if not ok:
         bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")

@@ -115,9 +115,7 @@ class BudgetGuard:
         steps: int,
     ) -> BudgetCheck:
         """Like :meth:`check`, but raise ``PrivacyBudgetExhausted`` when the round is not allowed."""
-        result = self.check(
-            accountants, noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps
-        )
+        result = self.check(accountants, noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
         if not result.allowed:
             raise PrivacyBudgetExhausted(result.describe())
         return result

@@ -27,7 +27,8 @@ import numpy as np
 
 from fedcompress.config import RunConfig
 from fedcompress.privacy._checks import check_number
-from fedcompress.privacy.accountant import calibrate_noise, epsilon
+from fedcompress.privacy.accountant import epsilon
+from fedcompress.privacy.calibration import calibrate_noise
 from fedcompress.privacy.clipping import add_noise, clip_update
 
 __all__ = ["TRUST_MODELS", "central_aggregate", "client_level_epsilon", "client_level_noise"]
@@ -85,9 +86,7 @@ def client_level_epsilon(
             "Use client_sampling='poisson'."
         )
     if adjacency != "add-remove":
-        raise ValueError(
-            "central client-level DP is accounted for add/remove adjacency only (Opacus's model)"
-        )
+        raise ValueError("central client-level DP is accounted for add/remove adjacency only (Opacus's model)")
     return epsilon(noise_multiplier, sample_rate, rounds, delta, accountant)
 
 
@@ -136,18 +135,14 @@ def central_aggregate(
     """
     if not updates:
         raise ValueError("updates is empty: pass at least one (a zero update) so the noise has shapes")
-    expected_clients = check_number(
-        "expected_clients", expected_clients, low=0.0, low_open=True, high_open=True
-    )
+    expected_clients = check_number("expected_clients", expected_clients, low=0.0, low_open=True, high_open=True)
     noise_multiplier = check_number("noise_multiplier", noise_multiplier, low=0.0, high_open=True)
     layout = {name: np.shape(value) for name, value in updates[0].items()}
     total = {name: np.zeros(shape, dtype=np.float64) for name, shape in layout.items()}
     for index, update in enumerate(updates):
         shapes = {name: np.shape(value) for name, value in update.items()}
         if shapes != layout:
-            raise ValueError(
-                f"updates[{index}] has names/shapes {shapes}, expected those of updates[0]: {layout}"
-            )
+            raise ValueError(f"updates[{index}] has names/shapes {shapes}, expected those of updates[0]: {layout}")
         clipped, _ = clip_update(update, clip_norm)
         for name, value in clipped.items():
             total[name] += value

@@ -36,9 +36,7 @@ def per_sample_grad_norms(
         return _norms(model, batches, loss_fn)
 
 
-def _norms(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], loss_fn: Loss
-) -> np.ndarray:
+def _norms(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], loss_fn: Loss) -> np.ndarray:
     wrapped = GradSampleModule(model, loss_reduction="mean")
     saved = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
     norms: list[np.ndarray] = []
@@ -62,9 +60,7 @@ def _norms(
     return np.concatenate(norms) if norms else np.zeros(0)
 
 
-def norm_quantiles(
-    norms: np.ndarray, quantiles: Iterable[float] = (0.1, 0.25, 0.5, 0.75, 0.9)
-) -> dict[str, float]:
+def norm_quantiles(norms: np.ndarray, quantiles: Iterable[float] = (0.1, 0.25, 0.5, 0.75, 0.9)) -> dict[str, float]:
     """Named quantiles of a norm sample (``"p50"`` etc.) plus ``"mean"`` and ``"max"``."""
     values = np.asarray(norms, dtype=np.float64)
     if values.size == 0:

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 
 from fedcompress.config import RunConfig
 from fedcompress.privacy._checks import check_number
-from fedcompress.privacy.accountant import Accountant, calibrate_noise
+from fedcompress.privacy.accountant import Accountant
+from fedcompress.privacy.calibration import calibrate_noise
 
 __all__ = ["GRAD_SAMPLE_MODES", "SampleLevelDP", "SampleLevelPlan", "sample_level_noise", "sample_level_plan"]
 
@@ -57,9 +58,7 @@ def sample_level_plan(cfg: RunConfig, num_samples: int | None = None) -> SampleL
         raise ValueError(f"num_samples must be a positive int, got {size!r}")
     batches = math.ceil(size / cfg.batch_size)
     per_round = cfg.local_epochs * batches
-    return SampleLevelPlan(
-        sample_rate=1.0 / batches, steps_per_round=per_round, total_steps=cfg.num_rounds * per_round
-    )
+    return SampleLevelPlan(sample_rate=1.0 / batches, steps_per_round=per_round, total_steps=cfg.num_rounds * per_round)
 
 
 def sample_level_noise(cfg: RunConfig, num_samples: int | None = None) -> float:
@@ -112,9 +111,7 @@ class SampleLevelDP:
         accountant: str = "prv",
         grad_sample_mode: str = "hooks",
     ) -> None:
-        noise_multiplier = check_number(
-            "noise_multiplier", noise_multiplier, low=0, low_open=True, high_open=True
-        )
+        noise_multiplier = check_number("noise_multiplier", noise_multiplier, low=0, low_open=True, high_open=True)
         clip_norm = check_number("clip_norm", clip_norm, low=0.0, low_open=True, high_open=True)
         if grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {grad_sample_mode!r}")
