@@ -23,17 +23,13 @@ def test_local_noise_gets_no_amplification_from_sampling(sampling):
         trust="local", noise_multiplier=3.0, rounds=4, delta=DELTA, sample_rate=0.1, client_sampling=sampling
     )
     assert local == epsilon(3.0, 1.0, 4, DELTA)
-    central = client_level_epsilon(
-        trust="central", noise_multiplier=3.0, rounds=4, delta=DELTA, sample_rate=0.1
-    )
+    central = client_level_epsilon(trust="central", noise_multiplier=3.0, rounds=4, delta=DELTA, sample_rate=0.1)
     assert central == epsilon(3.0, 0.1, 4, DELTA)
     assert central < local
 
 
 def test_local_replace_one_doubles_the_sensitivity():
-    replace = client_level_epsilon(
-        trust="local", noise_multiplier=4.0, rounds=3, delta=DELTA, adjacency="replace-one"
-    )
+    replace = client_level_epsilon(trust="local", noise_multiplier=4.0, rounds=3, delta=DELTA, adjacency="replace-one")
     assert replace == epsilon(2.0, 1.0, 3, DELTA)
 
 
@@ -60,9 +56,7 @@ def test_central_refuses_fixed_size_sampling_and_unknown_models():
         client_level_epsilon(trust="server", noise_multiplier=1.0, rounds=1, delta=DELTA)
 
 
-@pytest.mark.parametrize(
-    ("dp_noise", "sampling", "rate"), [("central", "poisson", 0.5), ("local", "fixed", 1.0)]
-)
+@pytest.mark.parametrize(("dp_noise", "sampling", "rate"), [("central", "poisson", 0.5), ("local", "fixed", 1.0)])
 def test_client_level_noise_is_calibrated_for_the_whole_horizon(dp_noise, sampling, rate):
     cfg = RunConfig(
         dp="client",
@@ -90,9 +84,7 @@ UNSAFE_PRE_NOISE = {
 
 @pytest.mark.parametrize("pre_noise", SAFE_PRE_NOISE)
 def test_data_independent_stages_before_local_noise_are_accepted(pre_noise):
-    cfg = RunConfig(
-        dp="client", dp_noise="local", pre_noise=pre_noise, noise_multiplier=1.0, codec="aggressive"
-    )
+    cfg = RunConfig(dp="client", dp_noise="local", pre_noise=pre_noise, noise_multiplier=1.0, codec="aggressive")
     check_order(cfg)  # the main codec (top-k, zstd ...) runs after the noise: post-processing
 
 
@@ -109,9 +101,7 @@ def test_data_dependent_stages_before_local_noise_are_refused_by_name(pre_noise,
     [
         RunConfig(),
         RunConfig(dp="sample", noise_multiplier=1.0, codec="aggressive"),
-        RunConfig(
-            dp="client", dp_noise="central", client_sampling="poisson", noise_multiplier=1.0, codec="balanced"
-        ),
+        RunConfig(dp="client", dp_noise="central", client_sampling="poisson", noise_multiplier=1.0, codec="balanced"),
     ],
 )
 def test_codecs_after_dp_are_post_processing(cfg):

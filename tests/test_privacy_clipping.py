@@ -64,9 +64,7 @@ def test_clip_accepts_torch_and_refuses_nan():
 def test_noise_has_std_z_times_c_on_every_coordinate():
     z, c, shapes = 1.3, 0.05, {"a": (300, 300), "b": (7,), "c": (4, 5, 6)}
     update = {name: np.zeros(shape, dtype=np.float32) for name, shape in shapes.items()}
-    noised, stats = clip_and_noise(
-        update, clip_norm=c, noise_multiplier=z, generator=np.random.default_rng(7)
-    )
+    noised, stats = clip_and_noise(update, clip_norm=c, noise_multiplier=z, generator=np.random.default_rng(7))
     assert stats == {"norm": 0.0, "clipped": False, "noise_std": pytest.approx(z * c)}
     assert {k: v.shape for k, v in noised.items()} == shapes
     assert all(v.dtype == np.float32 for v in noised.values())
@@ -79,9 +77,7 @@ def test_noise_has_std_z_times_c_on_every_coordinate():
 
 def test_clip_and_noise_clips_first_then_adds_centred_noise():
     update = {"w": np.full(40_000, 0.1, dtype=np.float32)}  # norm 20
-    noised, stats = clip_and_noise(
-        update, clip_norm=2.0, noise_multiplier=0.5, generator=np.random.default_rng(1)
-    )
+    noised, stats = clip_and_noise(update, clip_norm=2.0, noise_multiplier=0.5, generator=np.random.default_rng(1))
     assert stats["clipped"] and stats["norm"] == pytest.approx(20.0, rel=1e-6)
     residual = noised["w"].astype(np.float64) - 0.01  # the clipped value of every coordinate
     assert abs(residual.mean()) <= 5 * 1.0 / math.sqrt(residual.size)
@@ -114,13 +110,9 @@ def _client_updates(rng: np.random.Generator, count: int) -> list[dict[str, np.n
 def test_central_aggregate_mean_and_std():
     rng = np.random.default_rng(0)
     updates, c, z, expected = _client_updates(rng, 5), 0.5, 1.2, 10.0
-    exact = central_aggregate(
-        updates, clip_norm=c, noise_multiplier=0.0, expected_clients=expected, generator=rng
-    )
+    exact = central_aggregate(updates, clip_norm=c, noise_multiplier=0.0, expected_clients=expected, generator=rng)
     clipped_sum = {k: sum(clip_update(u, c)[0][k].astype(np.float64) for u in updates) for k in updates[0]}
-    for (
-        name
-    ) in exact:  # without noise: the sum of clipped updates over the FIXED denominator, not len(updates)
+    for name in exact:  # without noise: the sum of clipped updates over the FIXED denominator, not len(updates)
         np.testing.assert_allclose(exact[name], clipped_sum[name] / expected, rtol=1e-5, atol=1e-9)
     noisy = central_aggregate(
         updates,
@@ -129,9 +121,7 @@ def test_central_aggregate_mean_and_std():
         expected_clients=expected,
         generator=np.random.default_rng(9),
     )
-    residual = np.concatenate([(noisy[k] - clipped_sum[k] / expected).ravel() for k in noisy]).astype(
-        np.float64
-    )
+    residual = np.concatenate([(noisy[k] - clipped_sum[k] / expected).ravel() for k in noisy]).astype(np.float64)
     std = z * c / expected
     assert abs(residual.mean()) <= 5 * std / math.sqrt(residual.size)
     assert residual.var() / std**2 == pytest.approx(1.0, abs=_chi_square_band(residual.size))

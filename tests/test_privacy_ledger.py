@@ -113,9 +113,7 @@ def test_federation_guarantee_is_the_max_over_clients():
 
 def test_ledger_is_json_and_states_what_it_does_not_cover():
     ledger = PrivacyLedger()
-    ledger.record_clients(
-        [_entry(round=1, epsilon=0.5, max_over=(0,)), _entry(round=1, epsilon=0.7, max_over=(1,))]
-    )
+    ledger.record_clients([_entry(round=1, epsilon=0.5, max_over=(0,)), _entry(round=1, epsilon=0.7, max_over=(1,))])
     ledger.record(_entry(round=2, epsilon=0.9, max_over=(1,)))
     data = json.loads(json.dumps(ledger.to_dict()))
     assert [e["epsilon"] for e in data["entries"]] == [0.7, 0.9]
@@ -134,9 +132,7 @@ def test_not_covered_names_every_side_channel():
 def test_prediction_does_not_touch_the_accountant():
     accountant = Accountant("prv")
     accountant.step(1.5, 0.25, 8)
-    predicted = predict_epsilon_after_round(
-        accountant, noise_multiplier=1.5, sample_rate=0.25, steps=4, delta=DELTA
-    )
+    predicted = predict_epsilon_after_round(accountant, noise_multiplier=1.5, sample_rate=0.25, steps=4, delta=DELTA)
     assert accountant.steps == 8
     assert predicted == epsilon(1.5, 0.25, 12, DELTA)
 
@@ -147,9 +143,7 @@ def test_budget_guard_stops_before_the_budget_is_passed():
     clients = {c: Accountant("prv") for c in range(3)}
     rounds_run = 0
     for server_round in range(1, 50):
-        training = {
-            c: clients[c] for c in ((0, 1) if server_round % 2 else (1, 2))
-        }  # client 1 trains every round
+        training = {c: clients[c] for c in ((0, 1) if server_round % 2 else (1, 2))}  # client 1 trains every round
         check = guard.check(training, noise_multiplier=z, sample_rate=q, steps=steps_per_round)
         if not check.allowed:
             assert check.worst == 1 and check.predicted_epsilon > budget

@@ -24,9 +24,7 @@ SAMPLES, BATCH = 24, 8  # 3 batches: q = 1/3, 3 steps per epoch
 
 def _tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1)
-    )
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
 
 
 def _loader() -> DataLoader:
