@@ -77,6 +77,10 @@ def sample_level_noise(cfg: RunConfig, num_samples: int | None = None) -> float:
 
 def _with_generator(loader: DataLoader, generator: torch.Generator) -> DataLoader:
     """A loader like ``loader`` (same dataset, length, collate) whose randomness is ``generator``."""
+    if loader.batch_size is None:
+        raise ValueError(
+            "loader must batch by batch_size (not a custom batch_sampler): Opacus samples q = 1/len(loader)"
+        )
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
