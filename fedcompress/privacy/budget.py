@@ -32,13 +32,9 @@ def predict_epsilon_after_round(
 
     ``accountant`` is not modified (a copy is stepped).
     """
-    return _stepped(accountant, noise_multiplier, sample_rate, steps).epsilon(delta)
-
-
-def _stepped(accountant: Accountant, noise_multiplier: float, sample_rate: float, steps: int) -> Accountant:
     future = accountant.copy()
     future.step(noise_multiplier, sample_rate, steps)
-    return future
+    return future.epsilon(delta)  # cached by history: clients with equal histories cost one computation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +72,6 @@ class BudgetGuard:
     def __init__(self, max_epsilon: float, *, delta: float) -> None:
         self.max_epsilon = check_number("max_epsilon (0: no budget)", max_epsilon, low=0.0, high_open=True)
         self.delta = check_number("delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
-        self._cache: dict[tuple[str, tuple[tuple[float, float, int], ...]], float] = {}
-
-    def _predict(self, accountant: Accountant, z: float, q: float, steps: int) -> float:
-        future = _stepped(accountant, z, q, steps)
-        key = (future.name, tuple(future.history))
-        if key not in self._cache:  # clients with equal histories (the usual case) cost one computation
-            self._cache[key] = future.epsilon(self.delta)
-        return self._cache[key]
 
     def check(
         self,
@@ -100,7 +88,10 @@ class BudgetGuard:
         if not accountants:
             return BudgetCheck(True, 0.0, self.max_epsilon, self.delta)
         predictions = {
-            who: self._predict(acc, noise_multiplier, sample_rate, steps) for who, acc in accountants.items()
+            who: predict_epsilon_after_round(
+                accountant, noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps, delta=self.delta
+            )
+            for who, accountant in accountants.items()
         }
         worst = max(predictions, key=lambda who: predictions[who])
         allowed = self.max_epsilon == 0 or predictions[worst] <= self.max_epsilon
