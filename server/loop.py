@@ -157,7 +157,10 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     save_arrays(out / WEIGHTS_FILE, weights)
     if cfg.private:
         recorder.privacy.update(_privacy_summary(plan, cfg))
-    result = recorder.write(status=status, extra={"message": message, "weights": WEIGHTS_FILE})
+    extra: dict[str, Any] = {"message": message, "weights": WEIGHTS_FILE}
+    if cfg.distill:
+        extra["edge"] = _distill(weights, cfg, out)
+    result = recorder.write(status=status, extra=extra)
     print(format_table(result), flush=True)
     print(f"result: {out / RESULT_FILE}", flush=True)
     return result
@@ -188,6 +191,19 @@ def _round_row(
         "epsilon": None if entry is None else entry.epsilon,
         "client_epsilon_reported": max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),
     }
+
+
+def _distill(weights: dict[str, Any], cfg: RunConfig, out: Path) -> dict[str, Any]:
+    """Build the edge model (``distill = true``); a failure here is reported, the federation's result is kept."""
+    from fedcompress.distill.pipeline import distill_after_run  # heavy (onnx, quantization): only when asked
+
+    print("distilling the global model into the edge model ...", flush=True)
+    try:
+        report = distill_after_run(weights, cfg, out / "edge")
+    except Exception as e:  # the run's model is saved already; say what failed instead of losing the result
+        log.error("edge model failed: %s", e)
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"edge_json": "edge/edge.json", "rows": report["rows"], "targets": report.get("targets")}
 
 
 def _privacy_summary(plan: PrivacyPlan, cfg: RunConfig) -> dict[str, Any]:
