@@ -9,7 +9,14 @@ from fedcompress.data.denoising import DenoisingSet
 from fedcompress.data.partition import partition_indices
 from fedcompress.data.phantoms import PHANTOM_KINDS, generate_phantoms
 from fedcompress.data.sites import BASE_NOISE_STD, NOISE_STD_RANGE, SiteProfile, site_profiles
-from fedcompress.data.sources import BUILTIN_DATASETS, client_data, proxy_data, test_data
+from fedcompress.data.sources import (
+    BUILTIN_DATASETS,
+    client_data,
+    client_data_for,
+    proxy_data,
+    test_data,
+    test_data_for,
+)
 from fedcompress.data.user import IMAGE_SUFFIXES, SPLITS, load_user_images
 
 __all__ = [
@@ -22,10 +29,12 @@ __all__ = [
     "DenoisingSet",
     "SiteProfile",
     "client_data",
+    "client_data_for",
     "generate_phantoms",
     "load_user_images",
     "partition_indices",
     "proxy_data",
     "site_profiles",
     "test_data",
+    "test_data_for",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from fedcompress.data.phantoms import generate_phantoms
 from fedcompress.data.sites import NOISE_STD_RANGE, SiteProfile, site_profiles
 from fedcompress.data.user import load_user_images
 from fedcompress.seeding import numpy_rng
+
+if TYPE_CHECKING:
+    from fedcompress.config import RunConfig
 
 __all__ = ["BUILTIN_DATASETS", "client_data", "proxy_data", "test_data"]
 
@@ -111,6 +115,34 @@ def proxy_data(n: int, *, image_size: int, seed: int, dataset: str = "phantoms")
     clean = SiteProfile().render(images)
     noise = rng.standard_normal(clean.shape, dtype=np.float32)
     return np.clip(clean + std * noise, 0.0, 1.0)
+
+
+def client_data_for(cfg: RunConfig, partition_id: int) -> DenoisingSet:
+    """:func:`client_data` with every argument taken from a run's settings."""
+    return client_data(
+        partition_id,
+        cfg.num_clients,
+        samples_per_client=cfg.samples_per_client,
+        image_size=cfg.image_size,
+        non_iid=cfg.non_iid,
+        seed=cfg.seed,
+        dataset=cfg.dataset,
+    )
+
+
+def test_data_for(cfg: RunConfig) -> DenoisingSet:
+    """:func:`test_data` with every argument taken from a run's settings."""
+    return test_data(
+        cfg.test_samples,
+        image_size=cfg.image_size,
+        seed=cfg.seed,
+        num_partitions=cfg.num_clients,
+        non_iid=cfg.non_iid,
+        dataset=cfg.dataset,
+    )
+
+
+test_data_for.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite the name
 
 
 def _check_count(name: str, value: int) -> None:

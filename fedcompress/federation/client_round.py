@@ -21,7 +21,7 @@ import torch
 
 from fedcompress.codec import CodecState, decode, encode, encode_with_stats
 from fedcompress.config import RunConfig
-from fedcompress.data import client_data
+from fedcompress.data import client_data_for
 from fedcompress.federation import downlink
 from fedcompress.federation.client_state import ROUND_KEY
 from fedcompress.models import build_model
@@ -52,15 +52,7 @@ def _train(
     cfg: RunConfig, model: torch.nn.Module, partition_id: int, server_round: int, noise: float, state: Any
 ) -> tuple[float, int, dict[str, np.ndarray], dict[str, float]]:
     """Local training; returns (loss, num_examples, dp state, dp metrics)."""
-    data = client_data(
-        partition_id,
-        cfg.num_clients,
-        samples_per_client=cfg.samples_per_client,
-        image_size=cfg.image_size,
-        non_iid=cfg.non_iid,
-        seed=cfg.seed,
-        dataset=cfg.dataset,
-    )
+    data = client_data_for(cfg, partition_id)
     generator = torch_generator(cfg.seed, "train", server_round, partition_id)
     loader = make_loader(data, cfg.batch_size, generator)
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fedcompress.config import RunConfig
-from fedcompress.data import test_data
+from fedcompress.data import test_data_for
 from fedcompress.models import build_model
 from fedcompress.training import evaluate
 
@@ -20,14 +20,7 @@ class Evaluator:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.data = test_data(
-            cfg.test_samples,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-            num_partitions=cfg.num_clients,
-            non_iid=cfg.non_iid,
-            dataset=cfg.dataset,
-        )
+        self.data = test_data_for(cfg)
         self.model = build_model(cfg.model, width=cfg.width)
 
     def __call__(self, weights: Mapping[str, np.ndarray]) -> dict[str, float]:
