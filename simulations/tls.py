@@ -77,7 +77,7 @@ def make_certificates(
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
     folder.mkdir(parents=True, exist_ok=True)
-    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
     end = start + datetime.timedelta(days=days, hours=1)
 
     # --- the CA: self-signed, may sign certificates but not other CAs -----------------------------------

@@ -2,17 +2,24 @@
 
 import math
 import os
-import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from cryptography import x509
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from simulations import federate as fed_module
-from simulations.federate import TOKEN_VARIABLE, LocalFederation, federate, process_alive, run_config_toml
+from simulations.federate import (
+    APP_ROOT,
+    MAX_SUPERNODES,
+    TOKEN_VARIABLE,
+    federate,
+    process_alive,
+    run_config_toml,
+    stage_app,
+)
 from simulations.tls import make_certificates
 
 TINY = {"num_clients": 2, "num_rounds": 2, "min_clients": 2, "samples_per_client": 16, "test_samples": 16,
@@ -67,6 +74,12 @@ def test_bad_arguments_fail_before_any_process_starts(tmp_path, no_processes, kw
     assert not (tmp_path / "run").exists()
 
 
+def test_more_supernodes_than_one_machine_should_run_are_refused(tmp_path, no_processes):
+    with pytest.raises(ValueError, match="use `fedcompress simulate`"):
+        federate(tiny(tmp_path / "run", num_clients=MAX_SUPERNODES + 1))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_finished_run_folder_is_refused_before_any_process_starts(tmp_path, no_processes):
     (tmp_path / "result.json").write_text("{}")
     with pytest.raises(ValueError, match="already holds a run"):
@@ -80,6 +93,32 @@ def test_run_config_toml_round_trips_every_setting_and_awkward_strings():
     assert tomllib.loads(run_config_toml(settings)) == settings
     with pytest.raises(ValueError, match="finite"):
         run_config_toml({"lr": math.inf})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Flower's own pathspec and click use
+def test_the_staged_app_holds_the_components_but_not_the_venv_or_runs(tmp_path):
+    import io
+    import zipfile
+
+    from flwr.cli.build import build_fab_from_disk
+
+    staged = stage_app(APP_ROOT, tmp_path / "app")
+    names = set(zipfile.ZipFile(io.BytesIO(build_fab_from_disk(staged))).namelist())
+    assert {"pyproject.toml", "server/app.py", "clients/app.py", "fedcompress/config.py"} <= names
+    assert not any(n.startswith((".venv/", "runs/", ".flwr/")) for n in names)
+    assert not (staged / ".venv").exists()
+
+
+def test_staging_skips_ignored_and_excluded_folders_and_foreign_files(tmp_path):
+    root = tmp_path / "repo"
+    files = {".gitignore": "runs/\n.venv/\n", "pyproject.toml": "", "pkg/a.py": "", "pkg/data.npy": "",
+             ".venv/lib/x.py": "", "runs/r/result.json": "", "results/run1/result.json": "", ".git/x.md": ""}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    staged = stage_app(root, tmp_path / "staged", exclude=(root / "results" / "run1",))
+    found = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
+    assert found == {".gitignore", "pyproject.toml", "pkg/a.py"}
 
 
 def test_certificates_are_signed_by_the_ca_and_name_loopback(tmp_path):
@@ -113,23 +152,13 @@ def test_two_supernodes_two_rounds_complete_and_leave_nothing_running(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_crashing_server_app_is_a_run_error_not_a_success(tmp_path):
+def test_over_tls_a_crashing_server_app_is_a_run_error_not_a_success(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(RunError, match="finished:failed"):
-        federate(tiny(out, num_rounds=1, dataset=str(tmp_path / "missing.npz")), timeout=600)
+    with pytest.raises(RunError, match="finished:failed") as caught:
+        federate(tiny(out, num_rounds=1, dataset=str(tmp_path / "missing.npz")), tls=True, timeout=600)
+    assert "missing.npz" in str(caught.value)  # the ServerApp's own error reaches the caller
+    connection = tomllib.loads((out / ".flwr" / "config.toml").read_text())["superlink"][fed_module.CONNECTION]
+    assert connection["root-certificates"] == str(out / "certs" / "ca.pem")
+    assert "insecure" not in connection
+    assert (out / "logs" / "superlink.log").read_text().count("/v1/fleet/activate-node") == 2  # joined over TLS
     assert_nothing_left(out / "logs")
-
-
-@pytest.mark.e2e
-def test_tls_superlink_accepts_a_supernode_and_the_cli(tmp_path):
-    with LocalFederation(tmp_path, supernodes=1, tls=True) as fed:
-        assert "--ssl-certfile" in fed.procs.popens["superlink"].args
-        config = tomllib.loads((tmp_path / ".flwr" / "config.toml").read_text())
-        assert config["superlink"][fed_module.CONNECTION]["root-certificates"] == str(fed.certs.ca_cert)
-        for _ in range(6):  # the CLI talks TLS to the Control API; the node registers over TLS
-            nodes = fed.nodes()
-            if nodes:
-                break
-            time.sleep(2)
-    assert [node["status"] for node in nodes] == ["online"]
-    assert_nothing_left(tmp_path / "logs")
