@@ -9,15 +9,15 @@ An exception here becomes an error reply that the server counts as this client's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedcompress.config import RunConfig
-from fedcompress.federation.client_round import run_client_round
 from fedcompress.federation.client_state import save_state_to_disk, select_state
-from server.strategy import payload_from_record, payload_record
+from server.records import payload_from_record, payload_record
 
 __all__ = ["app"]
 
@@ -39,7 +39,9 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train on the local shard from the received weights and reply with a codec payload."""
-    settings = dict(msg.content["config"])
+    from fedcompress.federation.client_round import run_client_round  # torch: only for messages that train
+
+    settings: dict[str, Any] = dict(msg.content.config_records["config"])
     server_round = int(settings.pop("server-round"))
     noise = float(settings.pop("noise-multiplier-effective"))
     cfg = RunConfig.from_mapping(settings)
@@ -53,12 +55,12 @@ def train(msg: Message, context: Context) -> Message:
         cfg,
         partition_id=partition,
         server_round=server_round,
-        downlink_payload=payload_from_record(msg.content["arrays"]),
+        downlink_payload=payload_from_record(msg.content.array_records["arrays"]),
         noise_multiplier=noise,
         state=state,
     )
     context.state[_STATE_KEY] = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in reply.state.items()})
     if disk_root is not None:
         save_state_to_disk(disk_root, partition, reply.state)
-    content = RecordDict({"arrays": payload_record(reply.payload), "metrics": MetricRecord(reply.metrics)})
+    content = RecordDict({"arrays": payload_record(reply.payload), "metrics": MetricRecord(dict(reply.metrics))})
     return Message(content, reply_to=msg)

@@ -25,7 +25,8 @@ from fedcompress.federation.sampling import sample_clients
 from fedcompress.federation.server_optimizer import ServerOptimizer
 from fedcompress.federation.weights import initial_weights, save_arrays
 from fedcompress.privacy import NOT_COVERED, LedgerEntry, check_order
-from server.strategy import CompressedFedAvg, payload_record
+from server.records import payload_record
+from server.strategy import CompressedFedAvg
 
 __all__ = ["WEIGHTS_FILE", "run_server"]
 
@@ -104,15 +105,16 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         # --- send and receive ------------------------------------------------------------------------
         payload = downlink.broadcast(weights, cfg, server_round)
         strategy.prepare_round(selected, weights, plan.noise_multiplier)
-        config = ConfigRecord({**_client_config(cfg, out, plan.noise_multiplier), "selected": selected})
+        config = ConfigRecord(_client_config(cfg, out, plan.noise_multiplier))
         messages = list(strategy.configure_train(server_round, payload_record(payload), config, grid))
         replies = grid.send_and_receive(messages, timeout=cfg.round_timeout) if messages else []
         # --- decode, aggregate, step -----------------------------------------------------------------
         delta_record, _ = strategy.aggregate_train(server_round, replies)
         decoded = strategy.last_round
-        assert decoded is not None
+        if decoded is None:
+            raise RuntimeError("aggregate_train did not record the round it decoded")
         skipped = delta_record is None
-        if skipped:
+        if delta_record is None:
             print(
                 f"round {server_round}: only {len(decoded.updates)} usable replies "
                 f"(min-clients={cfg.min_clients}); round skipped, model unchanged",

@@ -20,25 +20,11 @@ from flwr.serverapp.strategy import Strategy
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, aggregate_updates, decode_updates
+from server.records import payload_from_record
 
-__all__ = ["CompressedFedAvg", "payload_from_record", "payload_record"]
+__all__ = ["CompressedFedAvg"]
 
 log = logging.getLogger("fedcompress")
-
-
-def payload_record(payload: bytes) -> ArrayRecord:
-    """Wrap codec bytes as the single uint8 array of an ArrayRecord."""
-    return ArrayRecord({"payload": Array(np.frombuffer(payload, dtype=np.uint8))})
-
-
-def payload_from_record(record: ArrayRecord) -> bytes:
-    """The codec bytes of an ArrayRecord made by ``payload_record`` (ValueError if it is not one)."""
-    if list(record.keys()) != ["payload"]:
-        raise ValueError(f"expected one array named 'payload', got {list(record.keys())}")
-    array = record["payload"]
-    if array.dtype != "uint8" or len(array.shape) != 1:
-        raise ValueError(f"payload must be a 1-D uint8 array, got {array.dtype} {array.shape}")
-    return array.numpy().tobytes()
 
 
 class CompressedFedAvg(Strategy):
@@ -83,7 +69,7 @@ class CompressedFedAvg(Strategy):
             if reply.has_error():
                 errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
                 continue
-            partition = int(reply.content["config"]["partition-id"])
+            partition = int(reply.content.config_records["config"]["partition-id"])  # type: ignore[arg-type]
             self.node_of_partition[partition] = reply.metadata.src_node_id
         if len(self.node_of_partition) < expected:
             raise RunError(
@@ -96,16 +82,12 @@ class CompressedFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One train message per selected partition; ``config["selected"]`` lists the partition ids."""
-        selected = list(config.get("selected", []))  # type: ignore[arg-type]
-        content = {k: v for k, v in config.items() if k != "selected"}
-        messages = []
-        for partition in selected:
-            record = RecordDict({"arrays": arrays, "config": ConfigRecord({**content, "server-round": server_round})})
-            messages.append(
-                Message(record, dst_node_id=self.node_of_partition[int(partition)], message_type=MessageType.TRAIN)
-            )
-        return messages
+        """One train message per partition given to ``prepare_round``."""
+        record = RecordDict({"arrays": arrays, "config": ConfigRecord({**config, "server-round": server_round})})
+        return [
+            Message(record, dst_node_id=self.node_of_partition[partition], message_type=MessageType.TRAIN)
+            for partition in self._selected
+        ]
 
     def collect(self, replies: Iterable[Message], selected: list[int]) -> tuple[list[ClientUpdate], dict[int, str]]:
         """Turn replies into ``ClientUpdate``s; errors and missing replies become named failures."""
@@ -118,8 +100,10 @@ class CompressedFedAvg(Strategy):
                 failures[partition] = f"client error: {reply.error.reason}"
                 continue
             try:
-                payload = payload_from_record(reply.content["arrays"])
-                metrics = dict(reply.content["metrics"])
+                payload = payload_from_record(reply.content.array_records["arrays"])
+                metrics = {
+                    k: v for k, v in reply.content.metric_records["metrics"].items() if isinstance(v, int | float)
+                }
             except (KeyError, ValueError, TypeError) as e:
                 failures[partition] = f"malformed reply: {e}"
                 continue

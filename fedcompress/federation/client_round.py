@@ -55,7 +55,7 @@ def _train(
     data = client_data_for(cfg, partition_id)
     generator = torch_generator(cfg.seed, "train", server_round, partition_id)
     loader = make_loader(data, cfg.batch_size, generator)
-    optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
+    optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
     if cfg.dp != "sample":
         return train_epochs(model, loader, optimizer, cfg.local_epochs), len(data), {}, {}
     engine = SampleLevelDP(noise_multiplier=noise, clip_norm=cfg.clip_norm, accountant=cfg.accountant)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedcompress.federation.weights import atomic_write_bytes
+from fedcompress.files import atomic_write_bytes
 
 __all__ = ["ROUND_KEY", "load_state_from_disk", "save_state_to_disk", "select_state"]
 
@@ -37,7 +37,7 @@ def save_state_to_disk(root: Path, partition_id: int, state: Mapping[str, np.nda
     """Write ``state`` as ``round-NNNNNN.npz`` (atomic) and drop files older than the last two."""
     folder = _folder(root, partition_id)
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in state.items()})
+    np.savez(buffer, **{k: np.asarray(v) for k, v in state.items()})  # type: ignore[arg-type]
     atomic_write_bytes(folder / f"round-{state_round(state):06d}.npz", buffer.getvalue())
     for old in sorted(folder.glob("round-*.npz"))[:-_KEEP]:
         old.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedcompress.federation.weights import atomic_write_json
+from fedcompress.files import atomic_write_json
 
 __all__ = ["RESULT_FILE", "RunRecorder", "format_table", "read_result"]
 

@@ -42,7 +42,7 @@ class ServerOptimizer:
         for name, w in weights.items():
             d = np.asarray(delta[name], dtype=np.float32)
             if self.momentum > 0.0:
-                d = self.momentum * self._buffer.get(name, np.zeros_like(d)) + d
+                d = (self.momentum * self._buffer.get(name, np.zeros_like(d)) + d).astype(np.float32)
                 self._buffer[name] = d
             new[name] = (w + self.lr * d).astype(np.float32)
         return new

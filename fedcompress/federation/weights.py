@@ -7,21 +7,18 @@ are read with ``weights_only=True``; nothing else is ever unpickled.
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from fedcompress.config import RunConfig
+from fedcompress.files import atomic_write_bytes, atomic_write_json  # noqa: F401 (old import path, kept for now)
 from fedcompress.models import build_model
 from fedcompress.seeding import derive_seed
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "initial_weights", "load_arrays", "save_arrays"]
+__all__ = ["initial_weights", "load_arrays", "save_arrays"]
 
 
 def initial_weights(cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -30,27 +27,6 @@ def initial_weights(cfg: RunConfig) -> dict[str, np.ndarray]:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(cfg.model, width=cfg.width)
     return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so a reader (or a crash) sees either the old or the new content, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

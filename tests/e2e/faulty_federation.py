@@ -17,7 +17,7 @@ from clients import app as real
 from fedcompress.codec import encode
 from fedcompress.config import RunConfig
 from server.app import build_server_app
-from server.strategy import payload_from_record, payload_record
+from server.records import payload_from_record, payload_record
 from simulations.flower_env import prepare_flower_env
 
 
