@@ -64,14 +64,14 @@ class RunConfig:
     ``out-dir = ""`` means "a fresh folder under ./runs".
     """
 
-    num_rounds: int = 5
+    num_rounds: int = 8
     num_clients: int = 8
     fraction_train: float = 1.0
     client_sampling: str = "fixed"
     min_clients: int = 2
-    local_epochs: int = 1
+    local_epochs: int = 2
     batch_size: int = 16
-    lr: float = 0.05
+    lr: float = 0.1
     momentum: float = 0.9
     server_lr: float = 1.0
     server_momentum: float = 0.0
