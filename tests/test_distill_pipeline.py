@@ -1,0 +1,213 @@
+"""The edge pipeline end to end on a tiny run folder: files, edge.json, bad inputs, the CLI subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedcompress.config import RunConfig
+from fedcompress.data import client_data, test_data
+from fedcompress.distill import cli, pipeline
+from fedcompress.distill.distill import DEFAULT_EPOCHS
+from fedcompress.distill.int8_file import load_int8
+from fedcompress.distill.report import ROW_FIELDS, TARGETS
+from fedcompress.errors import ConfigError
+from fedcompress.federation.weights import atomic_write_json, load_arrays, save_arrays
+from fedcompress.models import build_model, model_from_state
+from fedcompress.training import evaluate, make_loader, train_epochs
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+
+SETTINGS = {"width": 8, "student-width": 2, "image-size": 16, "proxy-samples": 32, "test-samples": 16, "num-clients": 2}
+ROWS = ["teacher_fp32", "student_fp32", "student_pruned", "student_int8", "teacher_onnx", "student_onnx"]
+FILES = ["edge.json", "edge.txt", "student_fp32.pt", "student_fp32.ts", "student_pruned.pt", "student_pruned.ts",
+         "student_int8.ts", "student_int8.fcq8", "student.onnx"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run folder as the federation writes it: result.json (config, final, weights) and model.pt."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = RunConfig.from_mapping(SETTINGS)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.width)
+    data = client_data(0, 2, samples_per_client=64, image_size=16, non_iid=0.5, seed=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    train_epochs(model, make_loader(data, 16, torch.Generator().manual_seed(0)), optimizer, 4)
+    test = test_data(16, image_size=16, seed=cfg.seed, num_partitions=2, non_iid=cfg.non_iid)
+    folder = tmp_path_factory.mktemp("run")
+    save_arrays(folder / "model.pt", {k: v.detach().numpy() for k, v in model.state_dict().items()})
+    final = {"psnr": evaluate(model, test)["psnr"], "epsilon": None}
+    atomic_write_json(folder / "result.json", {"status": "completed", "config": cfg.to_dict(), "final": final,
+                                               "weights": "model.pt"})  # fmt: skip
+    torch.set_num_threads(threads)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def edge(run_dir, tmp_path_factory) -> tuple[dict, Path]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("edge")
+    report = pipeline.distill_run(run_dir, out, epochs=3, latency_repeats=5)
+    torch.set_num_threads(threads)
+    return report, out
+
+
+def test_edge_json_has_every_row_field_and_target(edge):
+    report, out = edge
+    written = json.loads((out / "edge.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(report["rows"]))
+    assert [row["name"] for row in written["rows"]] == ROWS
+    for row in written["rows"]:
+        assert set(ROW_FIELDS) <= set(row), row["name"]
+        assert row["psnr"] > 0 and 0 < row["ssim"] <= 1 and row["latency_ms"] > 0 and row["runnable_bytes"] > 0
+    assert {"student_params_10x", "int8_file_40x", "int8_latency_3x"} <= set(written["targets"])
+    assert all(isinstance(t["met"], bool) for t in written["targets"].values())
+    assert written["targets"]["student_params_10x"]["target"] == TARGETS["param_ratio"]
+    table = (out / "edge.txt").read_text()
+    assert all(name in table for name in ROWS) and "privacy:" in table and "no client data" in table
+    assert all((out / name).is_file() for name in FILES)
+
+
+def test_ratios_and_sizes_are_consistent(edge):
+    report, out = edge
+    rows = {row["name"]: row for row in report["rows"]}
+    teacher, int8 = rows["teacher_fp32"], rows["student_int8"]
+    assert int8["weights_bytes"] == (out / "student_int8.fcq8").stat().st_size
+    assert int8["size_ratio"] == pytest.approx(teacher["weights_bytes"] / int8["weights_bytes"])
+    assert rows["student_onnx"]["speedup"] == pytest.approx(
+        rows["teacher_onnx"]["latency_ms"] / rows["student_onnx"]["latency_ms"]
+    )
+    assert teacher["param_ratio"] == 1.0 and rows["student_fp32"]["param_ratio"] > 10
+    assert report["prune"]["sparsity"] == pytest.approx(pipeline.DEFAULT_PRUNE_AMOUNT, abs=0.01)
+    assert not report["prune"]["masks_attached"]
+    assert rows["student_pruned"]["nonzero_params"] < rows["student_fp32"]["nonzero_params"]
+
+
+def test_teacher_row_scores_the_runs_own_test_set(edge, run_dir):
+    report, _ = edge
+    final = json.loads((run_dir / "result.json").read_text())["final"]["psnr"]
+    assert report["rows"][0]["psnr"] == pytest.approx(final, abs=1e-6)
+    assert report["source"]["final_psnr"] == final
+
+
+def test_written_models_reload_and_agree(edge):
+    report, out = edge
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    pruned = model_from_state("unet", 2, load_arrays(out / "student_pruned.pt")).eval()
+    with torch.no_grad():
+        reference = pruned(x)
+        assert torch.allclose(torch.jit.load(str(out / "student_pruned.ts"))(x), reference, atol=1e-4)
+        int8, _ = load_int8(out / "student_int8.fcq8")
+        assert torch.equal(torch.jit.load(str(out / "student_int8.ts"))(x), int8(x))
+        assert (int8(x) - reference).abs().max() < 0.1  # int8 error, not a different model
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / "student.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"noisy": x.numpy()})[0]
+    assert np.abs(onnx_out - reference.numpy()).max() <= 1e-4
+    assert report["exports"]["student_onnx_max_abs_diff"] <= report["exports"]["tolerance"]
+
+
+# --- bad inputs -----------------------------------------------------------------------------------------------
+def test_missing_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run folder not found"):
+        pipeline.distill_run(tmp_path / "nope", tmp_path / "out")
+
+
+def test_missing_result_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"result\.json"):
+        pipeline.distill_run(tmp_path, tmp_path / "out")
+
+
+def _copy_run(run_dir: Path, to: Path, **changes) -> Path:
+    to.mkdir()
+    result = json.loads((run_dir / "result.json").read_text()) | changes
+    (to / "result.json").write_text(json.dumps(result))
+    return to
+
+
+def test_missing_weights_file(run_dir, tmp_path):
+    folder = _copy_run(run_dir, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"model\.pt"):
+        pipeline.distill_run(folder, tmp_path / "out")
+
+
+@pytest.mark.parametrize("model", [("unet", 4), ("dncnn", 8)])
+def test_weights_of_another_architecture(run_dir, tmp_path, model):
+    folder = _copy_run(run_dir, tmp_path / "run")
+    save_arrays(folder / "model.pt", {k: v.numpy() for k, v in build_model(*model).state_dict().items()})
+    with pytest.raises(ValueError, match=r"model\.pt is not a unet model at width 8"):
+        pipeline.distill_run(folder, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"config": None}, ValueError, "no 'config'"),
+        ({"weights": "../model.pt"}, ValueError, "file name inside the run folder"),
+        ({"config": {"width": -3}}, ConfigError, "width"),
+    ],
+)
+def test_bad_result_json(run_dir, tmp_path, changes, error, message):
+    folder = _copy_run(run_dir, tmp_path / "run", **changes)
+    with pytest.raises(error, match=message):
+        pipeline.distill_run(folder, tmp_path / "out")
+
+
+def test_distill_after_run_builds_the_teacher_from_weights(monkeypatch, tmp_path):
+    cfg = RunConfig.from_mapping(SETTINGS)
+    weights = {k: v.numpy() for k, v in build_model("unet", 8).state_dict().items()}
+    seen = {}
+    monkeypatch.setattr(pipeline, "build_edge_model", lambda teacher, c, out, **kw: seen.update(t=teacher, c=c))
+    pipeline.distill_after_run(weights, cfg, tmp_path)
+    assert seen["c"] is cfg
+    assert all(torch.equal(v, torch.from_numpy(weights[k])) for k, v in seen["t"].state_dict().items())
+    wrong = {k: v.numpy() for k, v in build_model("unet", 4).state_dict().items()}
+    with pytest.raises(ValueError, match="does not fit model"):
+        pipeline.distill_after_run(wrong, cfg, tmp_path)
+
+
+# --- the subcommand -------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedcompress")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_cli_parses_the_distill_subcommand():
+    args = _parser().parse_args(["distill", "runs/a", "--out", "edge", "--epochs", "3"])
+    assert (args.command, args.run_dir, args.out, args.epochs) == ("distill", "runs/a", "edge", 3)
+    assert _parser().parse_args(["distill", "runs/a", "--out", "e"]).epochs is None
+    for bad in (["distill", "runs/a"], ["distill", "runs/a", "--out", "e", "--epochs", "0"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(bad)
+
+
+def test_cli_help_names_the_default_epochs(capsys):
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["distill", "--help"])
+    assert f"default {DEFAULT_EPOCHS}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_handler_prints_the_table(edge, monkeypatch, capsys):
+    report, _ = edge
+    calls = []
+    monkeypatch.setattr(pipeline, "distill_run", lambda run, out, epochs: calls.append((run, out, epochs)) or report)
+    args = _parser().parse_args(["distill", "runs/a", "--out", "edge", "--epochs", "2"])
+    assert args.func(args) == 0
+    assert calls == [("runs/a", "edge", 2)]
+    assert "student_int8" in capsys.readouterr().out
+
+
+def test_cli_handler_reports_a_missing_run(tmp_path):
+    args = _parser().parse_args(["distill", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    with pytest.raises(FileNotFoundError, match="run folder not found"):
+        args.func(args)
