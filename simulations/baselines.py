@@ -18,6 +18,7 @@ when the sweep that started it dies, so a killed sweep leaves no federation runn
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -126,6 +127,14 @@ def _ledger_entry(cfg: RunConfig, z: float, server_round: int, releases: int) ->
     }
 
 
+@dataclasses.dataclass
+class _Tally:
+    """The baseline server's running counts: when the current round started, releases so far."""
+
+    started: float
+    releases: int = 0
+
+
 def _client_app() -> Any:
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
@@ -143,13 +152,13 @@ def _client_app() -> Any:
         from fedcompress.training import make_loader, make_optimizer, train_epochs
 
         torch.set_num_threads(1)
-        settings = dict(msg.content["config"])
+        settings: dict[str, Any] = dict(msg.content.config_records["config"])
         server_round = int(settings["server-round"])
         known = set(RunConfig.keys())
         cfg = RunConfig.from_mapping({k: v for k, v in settings.items() if k in known})
         partition = int(context.node_config["partition-id"])
         model = build_model(cfg.model, width=cfg.width)
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
         data = client_data(
             partition,
             cfg.num_clients,
@@ -159,9 +168,7 @@ def _client_app() -> Any:
             seed=cfg.seed,
             dataset=cfg.dataset,
         )
-        loader = make_loader(
-            data, cfg.batch_size, torch_generator(cfg.seed, "train", server_round, partition)
-        )
+        loader = make_loader(data, cfg.batch_size, torch_generator(cfg.seed, "train", server_round, partition))
         loss = train_epochs(model, loader, make_optimizer(model, cfg.lr, cfg.momentum), cfg.local_epochs)
         reply = RecordDict(
             {
@@ -205,28 +212,24 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
         evaluator, weights = Evaluator(cfg), initial_weights(cfg)
         recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
         n = cfg.num_clients
-        inner = CountingFedAvg(
-            fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n
-        )
+        inner = CountingFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
         inner.last = {}
         strategy = DifferentialPrivacyClientSideFixedClipping(
             inner, noise_multiplier=z, clipping_norm=cfg.clip_norm, num_sampled_clients=n
         )
         initial = ArrayRecord({k: Array(v) for k, v in weights.items()})
         dense = initial.count_bytes()
-        state = {"t": time.monotonic(), "releases": 0}
+        tally = _Tally(started=time.monotonic())
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            scores = evaluator({k: v.numpy() for k, v in arrays.items()})
+            scores: dict[str, Any] = evaluator({k: v.numpy() for k, v in arrays.items()})
             if server_round == 0:
                 recorder.baseline = {"round": 0, **scores}
-                state["t"] = time.monotonic()  # round 1's seconds start here, after Ray's start-up
+                tally.started = time.monotonic()  # round 1's seconds start here, after Ray's start-up
                 return MetricRecord(scores)
-            last = (
-                inner.last if inner.last.get("round") == server_round else {"ok": 0, "failed": n, "bytes": 0}
-            )
-            state["releases"] += 1 if last["ok"] == n else 0  # Flower skips the release when a client failed
-            entry = _ledger_entry(cfg, z, server_round, state["releases"])
+            last = inner.last if inner.last.get("round") == server_round else {"ok": 0, "failed": n, "bytes": 0}
+            tally.releases += 1 if last["ok"] == n else 0  # Flower skips the release when a client failed
+            entry = _ledger_entry(cfg, z, server_round, tally.releases)
             recorder.privacy.setdefault("ledger", []).append(entry)
             row = {
                 "round": server_round,
@@ -236,15 +239,15 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
                 "dense_uplink_bytes": last["bytes"],
                 "clients_ok": last["ok"],
                 "clients_failed": last["failed"],
-                "seconds": time.monotonic() - state["t"],
+                "seconds": time.monotonic() - tally.started,
                 "skipped": last["ok"] != n,
                 "epsilon": entry["epsilon"],
             }
             recorder.record_round(row, cfg.num_rounds)
-            state["t"] = time.monotonic()
+            tally.started = time.monotonic()
             return MetricRecord(scores)
 
-        settings = {k: v for k, v in cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+        settings: dict[str, Any] = cfg.to_dict()
         strategy.start(
             grid=grid,
             initial_arrays=initial,
@@ -253,7 +256,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
             train_config=ConfigRecord(settings),
             evaluate_fn=evaluate_fn,
         )
-        entry = _ledger_entry(cfg, z, cfg.num_rounds, state["releases"])
+        entry = _ledger_entry(cfg, z, cfg.num_rounds, tally.releases)
         summary = (
             f"epsilon={entry['epsilon']:.4g} at delta={entry['delta']:g} (client-level, central noise by "
             f"Flower's DifferentialPrivacyClientSideFixedClipping; accounted by fedcompress, Flower reports "
@@ -261,9 +264,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
             f"{entry['rounds']} releases, {cfg.accountant.upper()} accountant)"
         )
         recorder.privacy.update({**entry, "summary": summary})
-        recorder.write(
-            status="completed", extra={"message": "", "runner": "flower-dp", "label": FLOWER_DP_LABEL}
-        )
+        recorder.write(status="completed", extra={"message": "", "runner": "flower-dp", "label": FLOWER_DP_LABEL})
 
     return app
 

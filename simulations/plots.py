@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_convergence", "plot_pareto", "plot_psnr_vs_epsilon", "plot_psnr_vs_uplink"]
 
@@ -84,7 +85,7 @@ def plot_psnr_vs_epsilon(series: Sequence[Series], path: Path) -> Path:
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("PSNR vs privacy budget")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
@@ -106,9 +107,7 @@ def plot_psnr_vs_uplink(series: Sequence[Series], path: Path) -> Path:
             color=colors[name],
         )
         for s in group:
-            ax.annotate(
-                s["codec"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(3, 3), textcoords="offset points"
-            )
+            ax.annotate(s["codec"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     if usable:
         ax.set_xscale("log")
         ax.legend(fontsize=7, loc="lower right")
@@ -156,9 +155,7 @@ def plot_pareto(series: Sequence[Series], front: Sequence[Series], path: Path) -
         label="Pareto front (PSNR, epsilon, bytes)",
     )
     for s in on_front:
-        ax.annotate(
-            s["short"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(4, -8), textcoords="offset points"
-        )
+        ax.annotate(s["short"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(4, -8), textcoords="offset points")
     if usable:
         ax.set_xscale("log")
         ax.legend(fontsize=7, loc="lower right")
@@ -181,9 +178,10 @@ def plot_convergence(series: Sequence[Series], path: Path) -> Path:
             ax.plot([r for r, _ in rounds], [p for _, p in rounds], marker=".", label=s["short"])
             drawn += 1
     if drawn:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     else:
         _empty(ax, "no per-round results in the store")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("Convergence")

@@ -25,6 +25,7 @@ __all__ = ["main", "pareto_front", "register", "render_report", "summarize"]
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 _MAX_CURVES = 8
+PSNR_TIE_DB = 0.05  # PSNR differences below this are ties on the Pareto front
 
 
 # ---------------------------------------------------------------------------------------------- summaries
@@ -32,9 +33,7 @@ def _privacy_name(record: Mapping[str, Any]) -> str:
     cfg = record["config"]
     if cfg["dp"] == "none":
         return "no DP"
-    budget = (
-        f"eps={cfg['target-epsilon']:g}" if cfg["target-epsilon"] > 0 else f"z={cfg['noise-multiplier']:g}"
-    )
+    budget = f"eps={cfg['target-epsilon']:g}" if cfg["target-epsilon"] > 0 else f"z={cfg['noise-multiplier']:g}"
     level = "sample-level" if cfg["dp"] == "sample" else f"client-level {cfg['dp-noise']}"
     who = "Flower DP wrapper" if record["runner"] == "flower-dp" else level
     return f"{who} {budget}"
@@ -51,6 +50,11 @@ def _curve_key(record: Mapping[str, Any]) -> str:
 def _mean(values: Sequence[float | None]) -> float | None:
     kept = [float(v) for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
+
+
+def _max(values: Sequence[float | None]) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return max(kept) if kept else None
 
 
 def _std(values: Sequence[float | None]) -> float:
@@ -97,7 +101,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "psnr_std": _std([f.get("psnr") for f in finals]),
                 "ssim": _mean([f.get("ssim") for f in finals]),
                 "psnr_initial": _mean([f.get("psnr_initial") for f in finals]),
-                "epsilon": _mean([g["privacy"].get("epsilon") for g in group]) if private else None,
+                "epsilon": _max([g["privacy"].get("epsilon") for g in group]) if private else None,
                 "uplink": _mean([f.get("uplink_bytes") for f in finals]),
                 "ratio": _mean([f.get("compression_ratio") for f in finals]),
                 "wall": _mean([g.get("wall_seconds") for g in group]),
@@ -108,28 +112,31 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _dominates(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    inf = math.inf
-    ea, eb = (
-        a["epsilon"] if a["epsilon"] is not None else inf,
-        b["epsilon"] if b["epsilon"] is not None else inf,
-    )
-    ge = a["psnr"] >= b["psnr"] and ea <= eb and a["uplink"] <= b["uplink"]
-    return ge and (a["psnr"] > b["psnr"] or ea < eb or a["uplink"] < b["uplink"])
+def _dominates(a: Mapping[str, Any], b: Mapping[str, Any], tol: float) -> bool:
+    ea = a["epsilon"] if a["epsilon"] is not None else math.inf
+    eb = b["epsilon"] if b["epsilon"] is not None else math.inf
+    no_worse = a["psnr"] >= b["psnr"] - tol and ea <= eb and a["uplink"] <= b["uplink"]
+    return no_worse and (a["psnr"] > b["psnr"] + tol or ea < eb or a["uplink"] < b["uplink"])
 
 
-def pareto_front(series: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Configurations no other one beats on all of: higher PSNR, lower epsilon (no DP = inf), fewer bytes."""
+def pareto_front(series: Sequence[Mapping[str, Any]], psnr_tol: float = PSNR_TIE_DB) -> list[Mapping[str, Any]]:
+    """Configurations no other one beats on all of: higher PSNR, lower epsilon (no DP = inf), fewer bytes.
+
+    PSNRs within ``psnr_tol`` dB count as equal, so a codec that loses 0.001 dB for 20x fewer bytes is not
+    kept on the front beside the uncompressed run.
+    """
     usable = [s for s in series if s["psnr"] is not None and s["uplink"] is not None]
-    return [s for s in usable if not any(_dominates(o, s) for o in usable if o is not s)]
+    return [s for s in usable if not any(_dominates(o, s, psnr_tol) for o in usable if o is not s)]
 
 
 # ---------------------------------------------------------------------------------------------- tables
 def _fmt(value: Any, spec: str = ".4g") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return format(value, spec)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1e4 else format(value, spec)
     return str(value).replace("|", "/").replace("\n", " ")
 
 
@@ -139,8 +146,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def _pm(mean: float | None, std: float) -> str:
-    return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
+def _pm(s: Mapping[str, Any]) -> str:
+    if s["psnr"] is None:
+        return "-"
+    return f"{s['psnr']:.2f} (1 seed)" if len(s["seeds"]) == 1 else f"{s['psnr']:.2f} ± {s['psnr_std']:.2f}"
 
 
 def _eps(value: float | None) -> str:
@@ -168,11 +177,11 @@ def _privacy_values(privacy: Mapping[str, Any], private: bool) -> list[Any]:
 
 
 def _series_table(series: Sequence[Mapping[str, Any]]) -> list[str]:
-    header = ["configuration", "runner", "codec", "seeds", "PSNR dB (mean ± sd)", "SSIM", "epsilon"]
+    header = ["configuration", "runner", "codec", "seeds", "PSNR dB (mean ± sd)", "SSIM", "epsilon (max)"]
     header += [name for name, _ in _PRIVACY_COLUMNS] + ["uplink MB", "ratio x"]
     rows = []
     for s in series:
-        row = [s["label"], s["runner"], s["codec"], len(s["seeds"]), _pm(s["psnr"], s["psnr_std"]), s["ssim"]]
+        row = [s["label"], s["runner"], s["codec"], len(s["seeds"]), _pm(s), s["ssim"]]
         row += [_eps(s["epsilon"]), *_privacy_values(s["privacy_params"], s["private"])]
         rows.append([*row, None if s["uplink"] is None else s["uplink"] / 1e6, s["ratio"]])
     return _table(header, rows)
@@ -192,60 +201,111 @@ def _cells_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return _table(header, rows)
 
 
+def _without_seed(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "seed"}
+
+
+def _baseline_row(kind: str, s: Mapping[str, Any]) -> list[Any]:
+    return [kind, s["label"], _pm(s), _eps(s["epsilon"]), s["uplink"]]
+
+
 def _baselines_table(series: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Baselines (plain FedAvg in float32, Flower's DP wrapper) beside ours at the nearest epsilon."""
+    """Baselines (plain FedAvg in float32, Flower's DP wrapper) beside ours.
+
+    Under each Flower DP row: our run of the same settings (the same mechanism, implemented by us), and our
+    best PSNR among private configurations whose epsilon is at most Flower's (within 1%).
+    """
     fedavg = [s for s in series if not s["private"] and s["codec"] == "none" and s["runner"] == "simulate"]
-    flower = [s for s in series if s["runner"] == "flower-dp"]
-    ours = [s for s in series if s["runner"] == "simulate" and s["private"]]
-    rows: list[list[Any]] = [
-        ["plain FedAvg, float32", s["label"], _pm(s["psnr"], s["psnr_std"]), _eps(None), s["uplink"]]
-        for s in fedavg
-    ]
-    for s in flower:
-        rows.append(
-            ["Flower DP wrapper", s["label"], _pm(s["psnr"], s["psnr_std"]), _eps(s["epsilon"]), s["uplink"]]
-        )
-        if ours and s["epsilon"] is not None:
-            near = min(abs(math.log(max(o["epsilon"] or 1e-9, 1e-9) / max(s["epsilon"], 1e-9))) for o in ours)
-            for o in ours:
-                if abs(math.log(max(o["epsilon"] or 1e-9, 1e-9) / max(s["epsilon"], 1e-9))) <= near + 1e-9:
-                    rows.append(
-                        [
-                            "  ours, nearest epsilon",
-                            o["label"],
-                            _pm(o["psnr"], o["psnr_std"]),
-                            _eps(o["epsilon"]),
-                            o["uplink"],
-                        ]
-                    )
+    ours = [s for s in series if s["runner"] == "simulate" and s["private"] and s["epsilon"] is not None]
+    rows = [_baseline_row("plain FedAvg, float32", s) for s in fedavg]
+    for s in (s for s in series if s["runner"] == "flower-dp"):
+        rows.append(_baseline_row("Flower DP wrapper", s))
+        same = [o for o in ours if _without_seed(o["config"]) == _without_seed(s["config"])]
+        rows += [_baseline_row("  ours, same mechanism and settings", o) for o in same]
+        within = [o for o in ours if s["epsilon"] is not None and o["epsilon"] <= 1.01 * s["epsilon"]]
+        if within:
+            rows.append(_baseline_row("  ours, best PSNR at epsilon <= Flower's", max(within, key=lambda o: o["psnr"])))
     if not rows:
         return ['No baseline cells in this store (add plain FedAvg or `runner = "flower-dp"` cells).']
     return _table(["baseline", "configuration", "PSNR dB", "epsilon", "uplink B"], rows)
 
 
-def _extras(store_dir: Path, records: Sequence[Mapping[str, Any]], name: str) -> list[str]:
-    """Rows from ``cells/<id>/<name>`` (edge.json, audit.json): their scalar fields, flattened one level."""
+# What the report shows of each extra file: (section, file name, key of its list of rows, preferred columns).
+EXTRAS = (
+    (
+        "Edge models",
+        "edge.json",
+        "rows",
+        (
+            "name",
+            "runtime",
+            "params",
+            "weights_bytes",
+            "runnable_bytes",
+            "psnr",
+            "ssim",
+            "latency_ms",
+            "size_ratio",
+            "speedup",
+        ),
+    ),
+    (
+        "Measured leakage (audits)",
+        "audit.json",
+        "leakage",
+        (
+            "condition",
+            "codec",
+            "dp",
+            "epsilon",
+            "delta",
+            "noise_multiplier",
+            "clip_norm",
+            "sample_rate",
+            "steps",
+            "accountant",
+            "psnr_mean",
+            "psnr_max",
+            "ssim_mean",
+            "baseline_psnr_mean",
+        ),
+    ),
+)
+
+
+def _scalars(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if v is None or isinstance(v, str | int | float | bool)}
+
+
+def _extra_rows(path: Path, list_key: str) -> list[dict[str, Any]]:
+    """The rows of one extra file: its list of row objects, or else its top-level scalar fields as one row."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return [{"error": f"unreadable {path.name}: {e}"}]
+    if not isinstance(data, dict):
+        return [{"error": f"{path.name} is not a JSON object"}]
+    rows = data.get(list_key)
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        return [_scalars(r) for r in rows]
+    return [_scalars(data)]
+
+
+def _extras(
+    store_dir: Path, records: Sequence[Mapping[str, Any]], name: str, list_key: str, preferred: Sequence[str]
+) -> list[str]:
+    """A table of every ``name`` file found in the cells' folders, one line per row it holds."""
     found: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
     for r in records:
-        path = store_dir / "cells" / r["cell"] / name
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                data = {"error": f"unreadable {name}"}
-            flat: dict[str, Any] = {}
-            for k, v in data.items() if isinstance(data, dict) else []:
-                items = v.items() if isinstance(v, dict) else [("", v)]
-                for sub, x in items:
-                    if isinstance(x, str | int | float | bool) or x is None:
-                        flat[f"{k}.{sub}" if sub else k] = x
-            found.append((r, flat))
+        for path in sorted((store_dir / "cells" / r["cell"]).rglob(name)):
+            found += [(r, row) for row in _extra_rows(path, list_key)]
     if not found:
         return []
-    keys = list(dict.fromkeys(k for _, flat in found for k in flat))[:12]
+    present = list(dict.fromkeys(k for _, row in found for k in row))
+    columns = [k for k in preferred if k in present] or present[:12]
     return _table(
-        ["cell", "configuration", *keys],
-        [[r["cell"], r["label"], *(f.get(k) for k in keys)] for r, f in found],
+        ["cell", "configuration", *columns],
+        [[r["cell"], r["label"], *(row.get(k) for k in columns)] for r, row in found],
     )
 
 
@@ -274,9 +334,7 @@ def render_report(store_dir: str | Path) -> Path:
     """Write ``report.md`` and ``plots/*.png`` into ``store_dir`` from its store; return the report's path."""
     store_dir = Path(store_dir)
     if not (store_dir / STORE_FILE).is_file():
-        raise FileNotFoundError(
-            f"no {STORE_FILE} in {store_dir}: run `fedcompress sweep GRID --out {store_dir}`"
-        )
+        raise FileNotFoundError(f"no {STORE_FILE} in {store_dir}: run `fedcompress sweep GRID --out {store_dir}`")
     records = list(latest_records(read_records(store_dir)).values())
     series = summarize(records)
     front = pareto_front(series)
@@ -289,7 +347,8 @@ def render_report(store_dir: str | Path) -> Path:
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{STORE_FILE}`; every number below is read "
         "from the store. PSNR is the final global model's on the held-out test set; means and sample "
         "standard deviations are over seeds. Epsilon is the federation's (max over clients for "
-        "sample-level DP); 'no DP' has no guarantee (epsilon infinite).",
+        "sample-level DP; a configuration shows the largest over its seeds); 'no DP' has no guarantee "
+        "(epsilon infinite). Noise sd zC is the Gaussian noise's standard deviation on a clipped sum.",
         "",
     ]
     for title, path in images.items():
@@ -299,14 +358,16 @@ def render_report(store_dir: str | Path) -> Path:
     lines += [
         "## Pareto front (higher PSNR, lower epsilon, fewer uplink bytes)",
         "",
+        f"PSNRs within {PSNR_TIE_DB} dB count as equal.",
+        "",
         *_table(
             ["configuration", "PSNR dB", "epsilon", "uplink B"],
             [[s["label"], s["psnr"], _eps(s["epsilon"]), s["uplink"]] for s in front],
         ),
         "",
     ]
-    for title, name in (("Edge models", "edge.json"), ("Measured leakage (audits)", "audit.json")):
-        rows = _extras(store_dir, records, name)
+    for title, name, list_key, preferred in EXTRAS:
+        rows = _extras(store_dir, records, name, list_key, preferred)
         if rows:
             lines += [f"## {title}", "", f"From each cell's `{name}`.", "", *rows, ""]
     lines += ["## Every cell", "", *_cells_table(records), ""]
@@ -315,9 +376,7 @@ def render_report(store_dir: str | Path) -> Path:
         lines += [
             "## Failed cells",
             "",
-            *_table(
-                ["cell", "configuration", "error"], [[r["cell"], r["label"], r["error"]] for r in failed]
-            ),
+            *_table(["cell", "configuration", "error"], [[r["cell"], r["label"], r["error"]] for r in failed]),
             "",
         ]
     path = store_dir / REPORT_FILE

@@ -18,19 +18,20 @@ import io
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig
-from fedcompress.federation.weights import atomic_write_bytes
 
 __all__ = [
     "CSV_FILE",
     "RECORD_SCHEMA",
     "STORE_FILE",
     "append_record",
+    "atomic_write_text",
     "build_record",
     "cell_id",
     "csv_rows",
@@ -90,6 +91,26 @@ _ROUND_KEYS = (
 )
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that a reader (or a crash) sees the old or the new content, never a torn one.
+
+    Kept here rather than imported from ``fedcompress.federation.weights`` so the sweep process never imports
+    torch: each cell's own process does.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _hashed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(config.items()) if k not in _NOT_HASHED}
 
@@ -122,9 +143,7 @@ def _identity(cell: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_record(
-    cell: Mapping[str, Any], result: Mapping[str, Any], *, wall_seconds: float
-) -> dict[str, Any]:
+def build_record(cell: Mapping[str, Any], result: Mapping[str, Any], *, wall_seconds: float) -> dict[str, Any]:
     """The store record of a finished cell from its ``result.json`` contents.
 
     Parameters
@@ -259,5 +278,5 @@ def write_csv(store_dir: str | Path, records: Iterable[Mapping[str, Any]] | None
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     path = store_dir / CSV_FILE
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    atomic_write_text(path, buffer.getvalue())
     return path

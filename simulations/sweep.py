@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import re
 import shutil
@@ -29,11 +30,10 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fedcompress.config import RunConfig, parse_overrides
 from fedcompress.errors import ConfigError, RunError
@@ -135,12 +135,7 @@ def _axes(values: Mapping[str, Any], where: str, *, lists_only: bool) -> list[tu
 
 def _same(a: Any, b: Any) -> bool:
     numbers = (int, float)
-    if (
-        isinstance(a, numbers)
-        and isinstance(b, numbers)
-        and not isinstance(a, bool)
-        and not isinstance(b, bool)
-    ):
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
         return float(a) == float(b)
     return bool(a == b)
 
@@ -193,7 +188,8 @@ def _grid_cells(
     for number, rule in enumerate(rules, start=1):
         _check_setting_keys(rule, f"{where} [[skip]] #{number}")
     axes = _axes(grid, f"{where} [grid]", lists_only=True)
-    out, skipped = [], 0
+    out: list[tuple[str, str, RunConfig]] = []
+    skipped = 0
     if not axes and data.get("cells"):
         return out, 0
     for values in itertools.product(*(v for _, v in axes)):
@@ -216,7 +212,7 @@ def _explicit_cells(
     cells = data.get("cells", [])
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         raise _fail(where, "[[cells]] must be a list of tables")
-    out = []
+    out: list[tuple[str, str, RunConfig]] = []
     for number, table in enumerate(cells, start=1):
         spec = dict(table)
         label, runner = spec.pop("label", None), spec.pop("runner", "simulate")
@@ -288,9 +284,7 @@ def _duration(seconds: float | None) -> str:
         return "?"
     seconds = max(0, round(seconds))
     return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
     )
 
 
@@ -313,6 +307,7 @@ class _Progress:
     def finish_cell(self, cell: Cell) -> None:
         self.spent += time.monotonic() - self.cell_started
         self.done_rounds += cell.config.num_rounds
+        self.start_cell()  # nothing of the next cell has run yet
 
     def eta(self) -> float | None:
         elapsed = time.monotonic() - self.cell_started
@@ -356,9 +351,7 @@ class SweepRunner:
         self.retry_failed, self.verbose = retry_failed, verbose
         self.cpus_per_client = sweep.cpus_per_client if cpus_per_client is None else float(cpus_per_client)
         self.cell_timeout = sweep.cell_timeout if cell_timeout is None else float(cell_timeout)
-        self.command = command or (
-            lambda folder: [sys.executable, "-m", "simulations.sweep", "--cell", str(folder)]
-        )
+        self.command = command or (lambda folder: [sys.executable, "-m", "simulations.sweep", "--cell", str(folder)])
 
     def pending(self) -> list[Cell]:
         """Cells without a record (or, with ``retry_failed``, whose latest record is a failure)."""
@@ -395,7 +388,7 @@ class SweepRunner:
 
     # ------------------------------------------------------------------ one cell
     def _prepare_folder(self, cell: Cell) -> Path:
-        from fedcompress.federation.weights import atomic_write_json
+        from simulations.store import atomic_write_text
 
         folder = self.out_dir / "cells" / cell.id
         if folder.exists():  # an interrupted or failed earlier attempt: start the cell afresh
@@ -404,7 +397,7 @@ class SweepRunner:
         spec = cell.as_mapping()
         spec["config"]["out-dir"] = str(folder)
         spec["cpus_per_client"] = self.cpus_per_client
-        atomic_write_json(folder / "cell.json", spec)
+        atomic_write_text(folder / "cell.json", json.dumps(spec, indent=2) + "\n")
         return folder
 
     def _run_cell(self, cell: Cell, position: str, progress: _Progress, lock_fd: int) -> None:
@@ -442,9 +435,7 @@ class SweepRunner:
         else:
             print(f"[cell {position}] FAILED in {_duration(wall)}: {record['error']}", flush=True)
 
-    def _spawn(
-        self, cell: Cell, folder: Path, position: str, progress: _Progress, lock_fd: int
-    ) -> str | None:
+    def _spawn(self, cell: Cell, folder: Path, position: str, progress: _Progress, lock_fd: int) -> str | None:
         """Run the child; stream its output to log.txt (and round lines to the terminal). Returns an error."""
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
@@ -461,9 +452,7 @@ class SweepRunner:
                 pass_fds=(lock_fd,),
                 bufsize=1,
             )
-            reader = threading.Thread(
-                target=self._echo, args=(child, log_file, position, progress), daemon=True
-            )
+            reader = threading.Thread(target=self._echo, args=(child, log_file, position, progress), daemon=True)
             reader.start()
             try:
                 code = child.wait(timeout=self.cell_timeout or None)
@@ -534,21 +523,22 @@ def _child_error(folder: Path, code: int) -> str:
     error_file = folder / "error.txt"
     if error_file.is_file():
         return error_file.read_text().strip()
-    tail = (
-        (folder / "log.txt").read_text().strip().splitlines()[-5:] if (folder / "log.txt").is_file() else []
-    )
+    tail = (folder / "log.txt").read_text().strip().splitlines()[-5:] if (folder / "log.txt").is_file() else []
     return f"cell process exited with code {code}: " + " | ".join(tail)
 
 
 def _read_cell_result(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    from fedcompress.federation.results import read_result
-
+    """The cell's ``result.json`` when its run finished (completed or budget exhausted), else the error."""
+    path = folder / "result.json"  # fedcompress.federation.results.RESULT_FILE (importing it pulls in torch)
     try:
-        result = read_result(folder)
-    except (FileNotFoundError, ValueError) as e:
-        return None, str(e)
-    if result.get("status") not in ("completed", "budget_exhausted"):
-        return None, f"run ended with status {result.get('status')!r}: {result.get('message', '')}"
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"the cell wrote no {path.name}"
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"{path} is unreadable: {e}"
+    if not isinstance(result, dict) or result.get("status") not in ("completed", "budget_exhausted"):
+        status = result.get("status") if isinstance(result, dict) else None
+        return None, f"run ended with status {status!r}: {result.get('message', '') if status else ''}"
     return result, None
 
 
@@ -560,8 +550,7 @@ def _print_plan(sweep: Sweep) -> None:
     for cell in sweep.cells:
         c = cell.config
         print(
-            f"  {cell.id}  {cell.runner:<9} seed={c.seed} rounds={c.num_rounds} clients={c.num_clients}  "
-            f"{cell.label}"
+            f"  {cell.id}  {cell.runner:<9} seed={c.seed} rounds={c.num_rounds} clients={c.num_clients}  {cell.label}"
         )
 
 

@@ -99,9 +99,7 @@ def test_tradeoff_grid_has_three_seeds_per_configuration_and_both_baselines():
     sweep = load_grid(GRIDS / "tradeoff.toml")
     per_config: dict[str, set[int]] = {}
     for cell in sweep.cells:
-        per_config.setdefault(store.series_key(cell.runner, cell.config.to_dict()), set()).add(
-            cell.config.seed
-        )
+        per_config.setdefault(store.series_key(cell.runner, cell.config.to_dict()), set()).add(cell.config.seed)
     assert all(len(seeds) >= 3 for seeds in per_config.values())
     assert any(c.runner == "flower-dp" for c in sweep.cells)
     assert any(c.config.dp == "none" and c.config.codec == "none" for c in sweep.cells)
@@ -319,3 +317,40 @@ def test_a_second_sweep_on_the_same_folder_is_refused_while_one_runs(tmp_path):
     out.mkdir()
     with _SweepLock(out), pytest.raises(RunError, match="another sweep"):
         SweepRunner(load_grid(write_grid(tmp_path, SMALL)), out, command=fake_command).run()
+
+
+def test_register_adds_sweep_and_report_subcommands_for_the_cli():
+    import argparse
+
+    from simulations import report, sweep
+
+    parser = argparse.ArgumentParser(prog="fedcompress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sweep.register(sub)
+    report.register(sub)
+    args = parser.parse_args(["sweep", "g.toml", "--out", "d", "--set", "num-rounds=1", "--retry-failed"])
+    assert (args.grid, args.out, args.set, args.retry_failed) == ("g.toml", "d", ["num-rounds=1"], True)
+    assert callable(args.func)
+    assert parser.parse_args(["report", "d"]).dir == "d"
+
+
+def test_dry_run_lists_cells_and_runs_nothing(tmp_path, capsys):
+    from simulations.sweep import main
+
+    grid = write_grid(tmp_path, SMALL)
+    assert main([str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    assert "5 cells" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+
+
+def test_eta_counts_each_finished_round_once(tmp_path):
+    from simulations.sweep import _Progress
+
+    sweep = load_grid(write_grid(tmp_path, SMALL))  # 5 cells of 2 rounds
+    progress = _Progress(sweep.cells)
+    assert progress.eta() is None
+    progress.start_cell()
+    progress.round_done(2)
+    time.sleep(0.2)
+    progress.finish_cell(sweep.cells[0])
+    assert progress.eta() == pytest.approx(progress.spent * 4, rel=0.2)  # 8 of 10 rounds to go
