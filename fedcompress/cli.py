@@ -76,11 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
 
     for module in _COMMAND_MODULES:
-        try:
-            importlib.import_module(module).register(sub)
-        except ModuleNotFoundError as e:  # a part whose optional dependency is missing is left out, not fatal
-            if e.name is None or not module.startswith(e.name.split(".")[0]):
-                raise
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -5,13 +5,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FLWR = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "flwr"
+BIN = Path(sys.executable).parent  # the venv's bin: flwr starts flower-superlink from PATH
+FLWR = BIN / "flwr"
 pytestmark = pytest.mark.e2e
 
 
@@ -39,6 +41,7 @@ def test_flwr_run_local_simulation_completes(tmp_path):
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "PYTHONPATH": str(ROOT),
+        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
     }
     run_config = f"num-rounds=2 num-clients=2 samples-per-client=16 test-samples=16 codec='aggressive' out-dir='{out}'"
     try:
