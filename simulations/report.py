@@ -294,18 +294,29 @@ def _extra_rows(path: Path, list_key: str) -> list[dict[str, Any]]:
 def _extras(
     store_dir: Path, records: Sequence[Mapping[str, Any]], name: str, list_key: str, preferred: Sequence[str]
 ) -> list[str]:
-    """A table of every ``name`` file found in the cells' folders, one line per row it holds."""
-    found: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
-    for r in records:
-        for path in sorted((store_dir / "cells" / r["cell"]).rglob(name)):
-            found += [(r, row) for row in _extra_rows(path, list_key)]
+    """A table of every ``name`` file under the sweep folder, one line per row it holds.
+
+    A file inside ``cells/<id>/`` (for example ``edge/edge.json`` of a run with ``distill = true``) belongs to
+    that cell; one elsewhere (``fedcompress audit --out DIR/audit``) is shown under its folder's name.
+    """
+    labels = {r["cell"]: r["label"] for r in records}
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for path in sorted(store_dir.rglob(name)):
+        parts = path.relative_to(store_dir).parts
+        if parts[0] == "cells" and len(parts) > 2:
+            if parts[1] not in labels:
+                continue  # a folder of a cell the store does not hold (an interrupted attempt)
+            cell, label = parts[1], labels[parts[1]]
+        else:
+            cell, label = "-", path.parent.relative_to(store_dir).as_posix()
+        found += [(cell, label, row) for row in _extra_rows(path, list_key)]
     if not found:
         return []
-    present = list(dict.fromkeys(k for _, row in found for k in row))
+    present = list(dict.fromkeys(k for _, _, row in found for k in row))
     columns = [k for k in preferred if k in present] or present[:12]
     return _table(
         ["cell", "configuration", *columns],
-        [[r["cell"], r["label"], *(row.get(k) for k in columns)] for r, row in found],
+        [[cell, label, *(row.get(k) for k in columns)] for cell, label, row in found],
     )
 
 

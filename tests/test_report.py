@@ -140,3 +140,13 @@ def test_report_cli_writes_the_report_and_refuses_a_folder_without_a_store(tmp_p
         text=True,
     )
     assert bad.returncode == 2 and "results.jsonl" in bad.stderr
+
+
+def test_an_audit_outside_the_cells_is_shown_under_its_folder(tmp_path):
+    folder = tmp_path / "store"
+    shutil.copytree(FIXTURE, folder)
+    (folder / "audit").mkdir()
+    row = {"condition": "sweep-wide audit", "codec": "none", "dp": "none", "psnr_mean": 21.5}
+    (folder / "audit" / "audit.json").write_text(json.dumps({"leakage": [row]}))
+    text = render_report(folder).read_text()
+    assert "| - | audit | sweep-wide audit | none | none |" in text

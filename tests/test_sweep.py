@@ -354,3 +354,15 @@ def test_eta_counts_each_finished_round_once(tmp_path):
     time.sleep(0.2)
     progress.finish_cell(sweep.cells[0])
     assert progress.eta() == pytest.approx(progress.spent * 4, rel=0.2)  # 8 of 10 rounds to go
+
+
+def test_a_cell_past_its_timeout_is_stopped_and_recorded_as_failed(tmp_path):
+    sweep = load_grid(write_grid(tmp_path, "[base]\nnum-rounds = 1\n"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "slow").touch()
+    started = time.monotonic()
+    assert SweepRunner(sweep, out, command=fake_command, cell_timeout=2).run() == 1
+    assert time.monotonic() - started < 25
+    (record,) = store.read_records(out)
+    assert record["status"] == "failed" and "timed out after 2 s" in record["error"]
