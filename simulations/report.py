@@ -112,6 +112,10 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def _dominates(a: Mapping[str, Any], b: Mapping[str, Any], tol: float) -> bool:
     ea = a["epsilon"] if a["epsilon"] is not None else math.inf
     eb = b["epsilon"] if b["epsilon"] is not None else math.inf
@@ -125,7 +129,7 @@ def pareto_front(series: Sequence[Mapping[str, Any]], psnr_tol: float = PSNR_TIE
     PSNRs within ``psnr_tol`` dB count as equal, so a codec that loses 0.001 dB for 20x fewer bytes is not
     kept on the front beside the uncompressed run.
     """
-    usable = [s for s in series if s["psnr"] is not None and s["uplink"] is not None]
+    usable = [s for s in series if _finite(s["psnr"]) and s["uplink"] is not None]
     return [s for s in usable if not any(_dominates(o, s, psnr_tol) for o in usable if o is not s)]
 
 
@@ -333,6 +337,7 @@ def _plots(store_dir: Path, series: list[dict[str, Any]], front: list[Any]) -> d
     from simulations import plots
 
     folder = store_dir / PLOTS_DIR
+    series = [s for s in series if _finite(s["psnr"])]  # a run that diverged or never finished a round
     return {
         "PSNR vs epsilon": plots.plot_psnr_vs_epsilon(series, folder / "psnr_vs_epsilon.png"),
         "PSNR vs uplink bytes": plots.plot_psnr_vs_uplink(series, folder / "psnr_vs_uplink.png"),

@@ -150,3 +150,19 @@ def test_an_audit_outside_the_cells_is_shown_under_its_folder(tmp_path):
     (folder / "audit" / "audit.json").write_text(json.dumps({"leakage": [row]}))
     text = render_report(folder).read_text()
     assert "| - | audit | sweep-wide audit | none | none |" in text
+
+
+def test_a_diverged_or_empty_run_does_not_break_the_report(tmp_path):
+    records = [r for r in fixture_records() if r["status"] == "ok"][:3]
+    diverged = {**records[1], "cell": "diverged0000", "series": "diverged", "label": "diverged"}
+    diverged["final"] = {**diverged["final"], "psnr": float("nan")}
+    empty = {**records[2], "cell": "empty0000000", "series": "empty", "label": "no round ran"}
+    empty["final"] = {**empty["final"], "psnr": None, "ssim": None}
+    empty["rounds"] = []
+    for record in (records[0], diverged, empty):
+        store.append_record(tmp_path, record)
+    text = render_report(tmp_path).read_text()
+    assert "diverged" in text and "no round ran" in text
+    front = pareto_front(summarize(store.read_records(tmp_path)))
+    assert [s["label"] for s in front] == [records[0]["label"]]
+    assert all((tmp_path / "plots" / name).stat().st_size > 5000 for name in PLOTS)
