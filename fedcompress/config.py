@@ -153,6 +153,11 @@ class RunConfig:
                     parse_spec(spec)
                 except ValueError as e:
                     raise ConfigError(f"setting {key!r} = {spec!r} is not a valid codec spec: {e}") from e
+        if self.distill and self.student_width >= self.width:
+            raise ConfigError(
+                f"student-width={self.student_width} must be smaller than width={self.width} (the edge model is "
+                "a narrower student of the same family)"
+            )
         if self.min_clients > self.num_clients:
             raise ConfigError(
                 f"min-clients={self.min_clients} is larger than num-clients={self.num_clients}; allowed: 1..num-clients"

@@ -50,6 +50,8 @@ def test_relations_are_checked():
         RunConfig.from_mapping({"dp": "sample", "target-epsilon": 4, "noise-multiplier": 1.0})
     with pytest.raises(ConfigError, match="poisson"):
         RunConfig.from_mapping({"dp": "client", "dp-noise": "central", "noise-multiplier": 1.0})
+    with pytest.raises(ConfigError, match="student-width"):
+        RunConfig.from_mapping({"width": 4, "student-width": 4, "distill": True})
     with pytest.raises(ConfigError, match="pre-noise"):
         RunConfig.from_mapping({"pre-noise": "randk:0.1"})
 
