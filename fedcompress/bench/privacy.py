@@ -49,7 +49,7 @@ def time_local_epochs(repeats: int = 7) -> dict[str, Any]:
         model = build_model(cfg.model, width=cfg.width)
         generator = torch_generator(0, "bench", rep)
         loader = make_loader(data, cfg.batch_size, generator)
-        optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
+        optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
         if private:
             engine = SampleLevelDP(noise_multiplier=1.0, clip_norm=cfg.clip_norm)
             model, optimizer, loader = engine.make_private(model, optimizer, loader, generator=generator)
@@ -77,7 +77,7 @@ def _federation_rows(epsilons: Sequence[float], work: Path) -> list[dict[str, An
     from fedcompress.bench.federation import run_cell
 
     rows = []
-    cells = [("none", {})] + [(f"sample eps={e:g}", {"dp": "sample", "target-epsilon": e}) for e in epsilons]
+    cells: list[tuple[str, dict[str, Any]]] = [("none", {})] + [(f"sample eps={e:g}", {"dp": "sample", "target-epsilon": e}) for e in epsilons]
     for label, extra in cells:
         row = run_cell({"num-rounds": 5, "seed": 0, **extra}, work / label.replace(" ", "-").replace("=", ""))
         result = json.loads((work / label.replace(" ", "-").replace("=", "") / "result.json").read_text())
