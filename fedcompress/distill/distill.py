@@ -41,7 +41,7 @@ __all__ = [
     "mse_to_teacher",
 ]
 
-DEFAULT_EPOCHS = 100
+DEFAULT_EPOCHS = 200  # 100 left the student 1.4 dB under the teacher; 200 brings it within 1 dB (README)
 PRIVACY_NOTE = (
     "distilled on server-side proxy inputs (fedcompress.data.proxy_data: a stream with no client's records); "
     "no client data is touched, so distillation is post-processing of the released global model and spends "
