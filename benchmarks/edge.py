@@ -25,7 +25,8 @@ from fedcompress.config import RunConfig
 from fedcompress.data import DenoisingSet, client_data, test_data
 from fedcompress.distill.pipeline import distill_run
 from fedcompress.distill.report import format_edge_table
-from fedcompress.federation.weights import atomic_write_json, save_arrays
+from fedcompress.federation.weights import save_arrays
+from fedcompress.files import atomic_write_json
 from fedcompress.models import build_model
 from fedcompress.training import evaluate, make_loader, train_epochs
 

@@ -17,7 +17,8 @@ from fedcompress.distill.distill import DEFAULT_EPOCHS
 from fedcompress.distill.int8_file import load_int8
 from fedcompress.distill.report import ROW_FIELDS, TARGETS
 from fedcompress.errors import ConfigError
-from fedcompress.federation.weights import atomic_write_json, load_arrays, save_arrays
+from fedcompress.federation.weights import load_arrays, save_arrays
+from fedcompress.files import atomic_write_json
 from fedcompress.models import build_model, model_from_state
 from fedcompress.training import evaluate, make_loader, train_epochs
 

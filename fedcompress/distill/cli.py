@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding result.json and its weights file")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the edge model and its report")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="distillation epochs (default 100)")
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="distillation epochs (default 200)")
     parser.set_defaults(func=_cmd_distill)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.fx
 import zstandard
 
-from fedcompress.federation.weights import atomic_write_bytes
+from fedcompress.files import atomic_write_bytes
 from fedcompress.models import build_model
 
 __all__ = ["MAGIC", "VERSION", "load_int8", "save_int8"]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fedcompress.config import RunConfig
-from fedcompress.data import proxy_data, test_data
+from fedcompress.data import proxy_data, test_data_for
 from fedcompress.distill.artefacts import export_rows
 from fedcompress.distill.distill import DEFAULT_EPOCHS, distill_model, fit_to_teacher, mse_to_teacher
 from fedcompress.distill.latency import measure_latency
@@ -30,7 +30,8 @@ from fedcompress.distill.prune import conv_sparsity, make_permanent, prune_model
 from fedcompress.distill.quantize import quantize_int8
 from fedcompress.distill.report import REPORT_VERSION, add_ratios, check_targets, format_edge_table
 from fedcompress.federation.results import read_result
-from fedcompress.federation.weights import atomic_write_bytes, atomic_write_json, load_arrays
+from fedcompress.federation.weights import load_arrays
+from fedcompress.files import atomic_write_bytes, atomic_write_json
 from fedcompress.models import model_from_state
 from fedcompress.seeding import torch_generator
 from fedcompress.training import evaluate
@@ -120,14 +121,7 @@ def build_edge_model(
     t0, cpu0 = time.monotonic(), time.process_time()
     # --- data: proxy inputs (no client's records) and the held-out test set -----------------------------
     proxy = proxy_data(cfg.proxy_samples, image_size=cfg.image_size, seed=cfg.seed, dataset=cfg.dataset)
-    test = test_data(
-        cfg.test_samples,
-        image_size=cfg.image_size,
-        seed=cfg.seed,
-        num_partitions=cfg.num_clients,
-        non_iid=cfg.non_iid,
-        dataset=cfg.dataset,
-    )
+    test = test_data_for(cfg)
     inputs = torch.from_numpy(np.array(proxy, dtype=np.float32))
     # --- distill, then prune with a fine-tune by distillation ---------------------------------------------
     student, distill_report = distill_model(teacher, cfg, epochs=epochs, generator=generator, proxy=proxy)
