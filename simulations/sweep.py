@@ -276,6 +276,10 @@ def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
 
 
 # ---------------------------------------------------------------------------------------------- running
+# BLAS/OpenMP pools of one thread in each cell: clients already train on one torch thread each, and OpenBLAS's
+# own pool was seen spinning for 14 minutes inside one numpy dot in a cell's server thread (17 CPU-minutes,
+# no progress), a hang that single-threaded BLAS cannot have.
+_ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _ROUND_LINE = re.compile(r"^\[round (\d+)/(\d+)\]\s*(.*)$")
 
 
@@ -441,6 +445,8 @@ class SweepRunner:
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        for name in _ONE_THREAD:  # a user's own setting wins
+            env.setdefault(name, "1")
         with open(folder / "log.txt", "w") as log_file:
             child = subprocess.Popen(
                 self.command(folder),

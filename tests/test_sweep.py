@@ -366,3 +366,15 @@ def test_a_cell_past_its_timeout_is_stopped_and_recorded_as_failed(tmp_path):
     assert time.monotonic() - started < 25
     (record,) = store.read_records(out)
     assert record["status"] == "failed" and "timed out after 2 s" in record["error"]
+
+
+def test_cells_run_with_single_threaded_blas_unless_the_user_says_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    sweep = load_grid(write_grid(tmp_path, "[base]\nnum-rounds = 1\n"))
+    probe = (
+        "import os, sys; open(sys.argv[1] + '/env.txt', 'w')"
+        ".write(os.environ['OPENBLAS_NUM_THREADS'] + os.environ['OMP_NUM_THREADS'])"
+    )
+    SweepRunner(sweep, tmp_path / "out", command=lambda d: [sys.executable, "-c", probe, str(d)]).run()
+    assert (tmp_path / "out" / "cells" / sweep.cells[0].id / "env.txt").read_text() == "13"
