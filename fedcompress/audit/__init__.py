@@ -11,51 +11,51 @@
   ``fedcompress audit`` is its command (``cli.register``).
 
 Measured leakage is evidence beside the epsilon, never a guarantee: a stronger attack may leak more.
+
+Names are re-exported lazily (PEP 562): ``fedcompress.audit.cli`` registers its subcommand without importing
+torch or Opacus; each name's module loads on first use.
 """
 
-from fedcompress.audit.conditions import (
-    Condition,
-    ObservedUpdate,
-    PrivacySettings,
-    conditions_from,
-    observe_update,
-)
-from fedcompress.audit.dp_check import (
-    DPCheckResult,
-    check_client_level_dp,
-    client_level_mechanism,
-    clopper_pearson_upper,
-    epsilon_lower_bound,
-)
-from fedcompress.audit.inversion import THREAT_MODEL, InversionConfig, Reconstruction, invert_update, simulate_update
-from fedcompress.audit.report import LEAKAGE_FIELDS
-from fedcompress.audit.runner import attacked_model, run_audit
-from fedcompress.audit.scoring import Leakage, mean_image_baseline, score_reconstruction
-from fedcompress.audit.settings import MODEL_INITS, AuditConfig, load_audit_config
+from __future__ import annotations
 
-__all__ = [
-    "LEAKAGE_FIELDS",
-    "MODEL_INITS",
-    "THREAT_MODEL",
-    "AuditConfig",
-    "Condition",
-    "DPCheckResult",
-    "InversionConfig",
-    "Leakage",
-    "ObservedUpdate",
-    "PrivacySettings",
-    "Reconstruction",
-    "attacked_model",
-    "check_client_level_dp",
-    "client_level_mechanism",
-    "clopper_pearson_upper",
-    "conditions_from",
-    "epsilon_lower_bound",
-    "invert_update",
-    "load_audit_config",
-    "mean_image_baseline",
-    "observe_update",
-    "run_audit",
-    "score_reconstruction",
-    "simulate_update",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AuditConfig": "settings",
+    "Condition": "conditions",
+    "DPCheckResult": "dp_check",
+    "InversionConfig": "inversion",
+    "LEAKAGE_FIELDS": "report",
+    "Leakage": "scoring",
+    "MODEL_INITS": "settings",
+    "ObservedUpdate": "conditions",
+    "PrivacySettings": "conditions",
+    "Reconstruction": "inversion",
+    "THREAT_MODEL": "inversion",
+    "attacked_model": "runner",
+    "check_client_level_dp": "dp_check",
+    "client_level_mechanism": "dp_check",
+    "clopper_pearson_upper": "dp_check",
+    "conditions_from": "conditions",
+    "epsilon_lower_bound": "dp_check",
+    "invert_update": "inversion",
+    "load_audit_config": "settings",
+    "mean_image_baseline": "scoring",
+    "observe_update": "conditions",
+    "run_audit": "runner",
+    "score_reconstruction": "scoring",
+    "simulate_update": "inversion",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fedcompress.audit.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fedcompress.audit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
