@@ -86,8 +86,7 @@ def _pair(pred: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
     p, t = _as_tensor(pred, "pred"), _as_tensor(target, "target")
     if p.ndim != 4 or p.shape != t.shape or p.shape[0] == 0:
         raise ValueError(
-            f"pred and target must be non-empty [n, C, H, W] of one shape, got {tuple(p.shape)} and "
-            f"{tuple(t.shape)}"
+            f"pred and target must be non-empty [n, C, H, W] of one shape, got {tuple(p.shape)} and {tuple(t.shape)}"
         )
     return p, t
 

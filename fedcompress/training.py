@@ -41,9 +41,7 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float) -> torch.optim.
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
 
 
-def train_epochs(
-    model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int
-) -> float:
+def train_epochs(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int) -> float:
     """Train for ``epochs`` passes over ``loader``; return the mean per-sample training MSE.
 
     Empty batches (Poisson sampling in Opacus can draw none) contribute no loss. With a plain optimizer they
@@ -128,9 +126,7 @@ def state_delta(
         if not torch.is_floating_point(new):
             continue
         if new.shape != old.shape:
-            raise ValueError(
-                f"state[{name!r}] has shape {tuple(new.shape)} in new and {tuple(old.shape)} in old"
-            )
+            raise ValueError(f"state[{name!r}] has shape {tuple(new.shape)} in new and {tuple(old.shape)} in old")
         delta[name] = (new.detach().float() - old.detach().float()).cpu()
     return delta
 

@@ -99,7 +99,7 @@ def _stat(pid: int) -> _Stat | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rfind(")") + 2:].split()
+    fields = text[text.rfind(")") + 2 :].split()
     return int(fields[1]), fields[0], int(fields[19])
 
 
@@ -168,8 +168,13 @@ class _Processes:
         """Start ``cmd`` in a new session with its output in ``logs/<log_name or role>.log``."""
         with (self.logs / f"{log_name or role}.log").open("ab") as log:
             popen = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                cwd=self.logs, start_new_session=True,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.logs,
+                start_new_session=True,
                 preexec_fn=_death_signal_setter(),
             )
         self.popens[role] = popen
@@ -181,8 +186,15 @@ class _Processes:
     def run(self, cmd: list[str], timeout: float = _CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         """Run a short ``flwr`` CLI command to completion (it gets the token too, so it is never leaked)."""
         return subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=self.env, cwd=self.logs,
-            timeout=timeout, start_new_session=True, check=False,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.logs,
+            timeout=timeout,
+            start_new_session=True,
+            check=False,
         )
 
     def check_alive(self, roles: list[str]) -> None:
@@ -326,8 +338,11 @@ def stage_app(root: Path, dest: Path, *, exclude: tuple[Path, ...] = ()) -> Path
         here = Path(dirpath)
         rel = here.relative_to(root)
         dirnames[:] = [
-            d for d in dirnames
-            if d not in (".git", ".flwr") and not (here / d).is_symlink() and (here / d).resolve() not in skip
+            d
+            for d in dirnames
+            if d not in (".git", ".flwr")
+            and not (here / d).is_symlink()
+            and (here / d).resolve() not in skip
             and not spec.match_file(f"{(rel / d).as_posix()}/")
         ]
         for name in filenames:
@@ -348,9 +363,7 @@ def _toml_value(value: Any) -> str:
             raise ValueError(f"run-config values must be finite, got {value!r}")
         return repr(value)
     if isinstance(value, str):
-        escaped = "".join(
-            ch if ch >= " " and ch not in '"\\\x7f' else f"\\u{ord(ch):04x}" for ch in value
-        )
+        escaped = "".join(ch if ch >= " " and ch not in '"\\\x7f' else f"\\u{ord(ch):04x}" for ch in value)
         return f'"{escaped}"'
     raise ValueError(f"run-config values are bool, int, float or str, got {value!r}")
 
@@ -466,9 +479,12 @@ class LocalFederation:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         bin_dir = str(Path(self._tools["flower-superlink"]).parent)
-        env = {**os.environ, **flower_env(self.flwr_home),
-               "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # Flower spawns flower-superexec
-               TOKEN_VARIABLE: uuid.uuid4().hex}
+        env = {
+            **os.environ,
+            **flower_env(self.flwr_home),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # Flower spawns flower-superexec
+            TOKEN_VARIABLE: uuid.uuid4().hex,
+        }
         self._procs = _Processes(self.logs, env, env[TOKEN_VARIABLE], self.started)
         if self.tls:
             from simulations.tls import make_certificates
@@ -492,8 +508,14 @@ class LocalFederation:
 
     def _server_tls_args(self) -> list[str]:
         c = self._tls()
-        return ["--ssl-ca-certfile", str(c.ca_cert), "--ssl-certfile", str(c.server_cert),
-                "--ssl-keyfile", str(c.server_key)]
+        return [
+            "--ssl-ca-certfile",
+            str(c.ca_cert),
+            "--ssl-certfile",
+            str(c.server_cert),
+            "--ssl-keyfile",
+            str(c.server_key),
+        ]
 
     def _wait_listening(self, roles_ports: dict[str, int]) -> None:
         deadline = time.monotonic() + self.start_timeout
@@ -503,15 +525,23 @@ class LocalFederation:
             waiting = {role: port for role, port in waiting.items() if not _listening(port)}
             if waiting and time.monotonic() > deadline:
                 log = self.logs / f"{next(iter(waiting))}.log"
-                raise RunError(f"{', '.join(waiting)} did not listen within {self.start_timeout:.0f} s; "
-                               f"last lines of {log}:\n{_tail(log)}")
+                raise RunError(
+                    f"{', '.join(waiting)} did not listen within {self.start_timeout:.0f} s; "
+                    f"last lines of {log}:\n{_tail(log)}"
+                )
             if waiting:
                 time.sleep(0.2)
 
     def _start_superlink(self) -> None:
-        cmd = [self._tools["flower-superlink"], "--host", _HOST, "--port", str(self.port),
-               "--disable-runtime-dependency-installation",
-               *(self._server_tls_args() if self.tls else ["--insecure"])]
+        cmd = [
+            self._tools["flower-superlink"],
+            "--host",
+            _HOST,
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+            *(self._server_tls_args() if self.tls else ["--insecure"]),
+        ]
         popen = self.procs.start("superlink", cmd)
         self._wait_listening({"superlink": self.port})
         mode = "TLS" if self.tls else "insecure"
@@ -519,19 +549,30 @@ class LocalFederation:
 
     def _start_supernodes(self, ports: list[int]) -> None:
         n = self.supernodes
-        tls = (["--root-certificates", str(self._tls().ca_cert), *self._server_tls_args()] if self.tls
-               else ["--insecure"])
+        tls = (
+            ["--root-certificates", str(self._tls().ca_cert), *self._server_tls_args()] if self.tls else ["--insecure"]
+        )
         for i, port in enumerate(ports):
-            self.procs.start(f"supernode-{i}", [
-                self._tools["flower-supernode"], "--superlink", f"{_HOST}:{self.port}", "--host", _HOST,
-                "--port", str(port), "--node-config", f"partition-id={i} num-partitions={n}", *tls,
-            ])
+            self.procs.start(
+                f"supernode-{i}",
+                [
+                    self._tools["flower-supernode"],
+                    "--superlink",
+                    f"{_HOST}:{self.port}",
+                    "--host",
+                    _HOST,
+                    "--port",
+                    str(port),
+                    "--node-config",
+                    f"partition-id={i} num-partitions={n}",
+                    *tls,
+                ],
+            )
         self._wait_listening({f"supernode-{i}": port for i, port in enumerate(ports)})
         self.say(f"{n} supernodes up (runtime ports {', '.join(map(str, ports))})")
 
     def _write_connection(self) -> None:
-        auth = (f"root-certificates = {_toml_value(str(self._tls().ca_cert))}\n" if self.tls
-                else "insecure = true\n")
+        auth = f"root-certificates = {_toml_value(str(self._tls().ca_cert))}\n" if self.tls else "insecure = true\n"
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f"address = {_toml_value(f'{_HOST}:{self.port}')}\n{auth}"
@@ -550,18 +591,19 @@ class LocalFederation:
         config_file = self.logs / "run-config.toml"
         config_file.write_text(run_config_toml(settings))
         staged = stage_app(app, self.flwr_home / "staged-app", exclude=(self.out,))
-        result = self.flwr(
-            "run", str(staged), CONNECTION, "--run-config", str(config_file), "--format", "json"
-        )
+        result = self.flwr("run", str(staged), CONNECTION, "--run-config", str(config_file), "--format", "json")
         (self.logs / "flwr-run.log").write_text(result.stdout + result.stderr)
         reply = _cli_json(result)
         if result.returncode != 0 or not reply.get("success") or not reply.get("run-id"):
-            raise RunError(f"flwr run did not start a run (exit code {result.returncode}): "
-                           f"{reply.get('error-message') or _tail(self.logs / 'flwr-run.log', 15)}")
+            raise RunError(
+                f"flwr run did not start a run (exit code {result.returncode}): "
+                f"{reply.get('error-message') or _tail(self.logs / 'flwr-run.log', 15)}"
+            )
         run_id = int(reply["run-id"])
         self.say(f"submitted run {run_id} (app {app}, settings {config_file})")
-        self.procs.start("flwr-log", [self._tools["flwr"], "log", str(run_id), CONNECTION, "--stream"],
-                         log_name="serverapp")
+        self.procs.start(
+            "flwr-log", [self._tools["flwr"], "log", str(run_id), CONNECTION, "--stream"], log_name="serverapp"
+        )
         return run_id
 
     def run_info(self, run_id: int) -> dict[str, Any]:
@@ -569,8 +611,10 @@ class LocalFederation:
         result = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
         runs = _cli_json(result).get("runs") or []
         if result.returncode != 0 or not runs:
-            raise RunError(f"flwr ls failed for run {run_id} (exit code {result.returncode}): "
-                           f"{(result.stdout + result.stderr).strip()[-2000:]}")
+            raise RunError(
+                f"flwr ls failed for run {run_id} (exit code {result.returncode}): "
+                f"{(result.stdout + result.stderr).strip()[-2000:]}"
+            )
         return dict(runs[0])
 
     def nodes(self) -> list[dict[str, Any]]:
@@ -613,8 +657,10 @@ class LocalFederation:
             if now >= deadline:
                 self.flwr("stop", str(run_id), CONNECTION, timeout=30)
                 log = self.logs / "serverapp.log"
-                raise RunError(f"run {run_id} did not finish before the timeout (status {status!r}); "
-                               f"last lines of {log}:\n{_tail(log)}")
+                raise RunError(
+                    f"run {run_id} did not finish before the timeout (status {status!r}); "
+                    f"last lines of {log}:\n{_tail(log)}"
+                )
             time.sleep(max(0.0, min(1.0, deadline - now)))
 
     def _drain_log(self, run_id: int, tail: _ProgressTail) -> None:
@@ -628,8 +674,9 @@ class LocalFederation:
         tail.echo()
 
 
-def federate(cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False,
-             timeout: float = 1800.0) -> dict[str, Any]:
+def federate(
+    cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False, timeout: float = 1800.0
+) -> dict[str, Any]:
     """Run ``cfg`` as a real multi-process federation on loopback and return the parsed ``result.json``.
 
     Parameters
@@ -652,15 +699,22 @@ def federate(cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False
     """
     count = cfg.num_clients if supernodes is None else supernodes
     if isinstance(count, bool) or not isinstance(count, int) or count != cfg.num_clients:
-        raise ValueError(f"supernodes={supernodes!r} must equal num-clients={cfg.num_clients}: "
-                         "each SuperNode serves one data partition")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (math.isfinite(timeout)
-                                                                                 and timeout > 0):
+        raise ValueError(
+            f"supernodes={supernodes!r} must equal num-clients={cfg.num_clients}: "
+            "each SuperNode serves one data partition"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (math.isfinite(timeout) and timeout > 0)
+    ):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
     if not cfg.resume and (out / RESULT_FILE).exists():
-        raise ValueError(f"out-dir {str(out)!r} already holds a run ({RESULT_FILE}); "
-                         "pass resume=true to continue it or choose another folder")
+        raise ValueError(
+            f"out-dir {str(out)!r} already holds a run ({RESULT_FILE}); "
+            "pass resume=true to continue it or choose another folder"
+        )
     cfg = cfg.replace(out_dir=str(out))
     deadline = time.monotonic() + timeout
     with LocalFederation(out, supernodes=count, tls=tls, start_timeout=min(_START_TIMEOUT_S, timeout)) as fed:
@@ -668,8 +722,10 @@ def federate(cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False
         info = fed.wait(run_id, deadline)
     if info["status"] != "finished:completed":
         log = out / "logs" / "serverapp.log"
-        raise RunError(f"run {run_id} ended {info['status']!r} ({info.get('status-details', '')}); "
-                       f"last lines of {log} (also see superlink.log there):\n{_tail(log)}")
+        raise RunError(
+            f"run {run_id} ended {info['status']!r} ({info.get('status-details', '')}); "
+            f"last lines of {log} (also see superlink.log there):\n{_tail(log)}"
+        )
     try:
         return read_result(out)
     except FileNotFoundError as e:

@@ -65,9 +65,7 @@ def test_torch_tensors_and_other_dtypes_are_accepted() -> None:
     np.testing.assert_array_equal(decoded["grad"], [2, 2, 2])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="fedcompress.tensors.to_numpy_update cannot convert bfloat16 tensors yet"
-)
+@pytest.mark.xfail(strict=True, reason="fedcompress.tensors.to_numpy_update cannot convert bfloat16 tensors yet")
 def test_bfloat16_tensors_are_accepted() -> None:
     decoded = decode(encode({"bf16": torch.ones(5, dtype=torch.bfloat16)}, "none"))
     np.testing.assert_array_equal(decoded["bf16"], np.ones(5))
@@ -136,9 +134,7 @@ def test_stats_count_exactly_what_is_sent(spec: str) -> None:
 
 def test_stats_report_each_stage() -> None:
     _, stats = encode_with_stats(sample_update(6), "lowrank:2+topk:0.5+q:4+zstd:3")
-    low, top, quant, zstd = (
-        stats.stages[s] for s in ("lowrank:2:power", "topk:0.5", "q:4:block=256", "zstd:3")
-    )
+    low, top, quant, zstd = (stats.stages[s] for s in ("lowrank:2:power", "topk:0.5", "q:4:block=256", "zstd:3"))
     assert low["factored_tensors"] == 3 and 0 < low["rel_l2_error"] < 1
     assert top["kept"] == round(0.5 * top["values_in"]) and top["index_bytes"] > 0
     assert quant["values"] == low["values_out"] + top["kept"]

@@ -86,9 +86,7 @@ def test_state_dict_and_from_state_dict_copy() -> None:
     saved = state.state_dict()
     saved["residual/head.bias"][:] = 99.0
     saved["q/mid.conv.weight"][:] = 99.0
-    assert not np.any(state.residuals["head.bias"] == 99.0) and not np.any(
-        state.qs["mid.conv.weight"] == 99.0
-    )
+    assert not np.any(state.residuals["head.bias"] == 99.0) and not np.any(state.qs["mid.conv.weight"] == 99.0)
     source = state.state_dict()
     restored = CodecState.from_state_dict(source)
     source["residual/head.bias"][:] = 7.0

@@ -36,9 +36,7 @@ def craft(
     return head + encode_varint(len(body) if body_len is None else body_len) + data
 
 
-def body(
-    entries: list[TableEntry], values: bytes, *, index: bytes = b"", values_len: int | None = None
-) -> bytes:
+def body(entries: list[TableEntry], values: bytes, *, index: bytes = b"", values_len: int | None = None) -> bytes:
     """A body: table, index section, values section (lengths may lie)."""
     table = write_table(entries)
     length = len(values) if values_len is None else values_len
@@ -73,9 +71,7 @@ def test_truncation_at_every_offset_is_refused(spec: str) -> None:
     refuse(payload + b"\x00")  # and one trailing byte
 
 
-@pytest.mark.parametrize(
-    "spec", ["none", "zstd:1", "lowrank:2+topk:0.2+q:3:block=7+zstd:1", "randk:0.3+q:16"]
-)
+@pytest.mark.parametrize("spec", ["none", "zstd:1", "lowrank:2+topk:0.2+q:3:block=7+zstd:1", "randk:0.3+q:16"])
 def test_random_bit_flips_never_escape_as_another_error(spec: str) -> None:
     payload = bytearray(encode(sample_update(1), spec, seed=2))
     rng = np.random.default_rng(3)

@@ -87,9 +87,7 @@ def test_bad_specs_name_what_is_wrong(spec: str, words: list[str]) -> None:
 def test_stage_attributes_are_exactly_the_constructor_arguments(codec_id: str) -> None:
     cls = get_stage_class(codec_id)
     stage = parse_spec(
-        {"lowrank": "lowrank:2", "topk": "topk:0.5", "randk": "randk:0.5", "q": "q:4", "zstd": "zstd:1"}[
-            codec_id
-        ]
+        {"lowrank": "lowrank:2", "topk": "topk:0.5", "randk": "randk:0.5", "q": "q:4", "zstd": "zstd:1"}[codec_id]
     ).stages[0]
     arguments = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     assert sorted(vars(stage)) == sorted(arguments) == sorted(cls.params)

@@ -58,9 +58,9 @@ def _block_ranges(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def test_quantization_error_is_below_one_step_per_block(bits: int, block: int) -> None:
     rng = np.random.default_rng(bits + block)
     segments = np.array([5, 0, 300, 1, 64], dtype=np.int64)
-    values = (
-        rng.standard_normal(int(segments.sum())) * rng.choice([1e-3, 1.0, 50.0], segments.sum())
-    ).astype(np.float32)
+    values = (rng.standard_normal(int(segments.sum())) * rng.choice([1e-3, 1.0, 50.0], segments.sum())).astype(
+        np.float32
+    )
     stage = Quantize(bits=bits, block=block)
     section, decoded = stage.encode(values, np.random.default_rng(1), segments)
     assert len(section) == stage.section_size(segments)
@@ -172,9 +172,7 @@ def test_exact_svd_error_is_the_tail_singular_energy() -> None:
 
 def test_conv_kernels_are_factored_as_out_by_in_times_kernel() -> None:
     rng = np.random.default_rng(10)
-    kernel = (
-        (rng.standard_normal((8, 2)) @ rng.standard_normal((2, 36))).astype(np.float32).reshape(8, 4, 3, 3)
-    )
+    kernel = (rng.standard_normal((8, 2)) @ rng.standard_normal((2, 36))).astype(np.float32).reshape(8, 4, 3, 3)
     decoded = decode(encode({"k": kernel}, "lowrank:2:svd"))["k"]  # the 8 x 36 view has rank 2
     np.testing.assert_allclose(decoded, kernel, atol=1e-4)
     _, stats = encode_with_stats({"k": kernel}, "lowrank:2")
@@ -194,9 +192,7 @@ def test_tensors_where_factors_save_nothing_pass_through() -> None:
 
 def test_power_iteration_with_warm_start_converges_to_the_svd() -> None:
     rng = np.random.default_rng(11)
-    matrix = (rng.standard_normal((50, 2)) @ np.diag([5.0, 2.0]) @ rng.standard_normal((2, 70))).astype(
-        np.float32
-    )
+    matrix = (rng.standard_normal((50, 2)) @ np.diag([5.0, 2.0]) @ rng.standard_normal((2, 70))).astype(np.float32)
     matrix += 0.01 * rng.standard_normal(matrix.shape).astype(np.float32)
     stage, q = LowRank(rank=2), None
     errors = []

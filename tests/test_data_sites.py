@@ -43,9 +43,7 @@ def test_render_applies_gamma_then_contrast():
 
 
 def test_corrupt_has_the_profile_noise_level_and_stays_in_range():
-    clean = np.full(
-        (200, 1, 16, 16), 0.5, dtype=np.float32
-    )  # mid-grey: clipping never bites at 0.5 +- 4 sigma
+    clean = np.full((200, 1, 16, 16), 0.5, dtype=np.float32)  # mid-grey: clipping never bites at 0.5 +- 4 sigma
     profile = SiteProfile(noise_std=0.1)
     noisy = profile.corrupt(clean, np.random.default_rng(0))
     residual = (noisy - clean).astype(np.float64)

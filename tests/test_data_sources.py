@@ -44,9 +44,7 @@ def test_no_image_is_shared_between_clients_test_and_proxy():
 
 def test_non_iid_zero_sites_have_the_same_noise_and_non_iid_one_differ():
     def shards(non_iid):
-        return [
-            client_data(k, 4, **(ARGS | {"non_iid": non_iid, "samples_per_client": 64})) for k in range(4)
-        ]
+        return [client_data(k, 4, **(ARGS | {"non_iid": non_iid, "samples_per_client": 64})) for k in range(4)]
 
     iid = [_noise_std(ds) for ds in shards(0.0)]
     assert max(iid) / min(iid) < 1.1

@@ -26,9 +26,7 @@ def _npz(tmp_path, **arrays):
 
 
 def test_npz_splits_load_as_gray_floats_in_unit_range(tmp_path):
-    path = _npz(
-        tmp_path, train_images=_tagged(10), test_images=_tagged(4, start=100), train_labels=np.zeros(10)
-    )
+    path = _npz(tmp_path, train_images=_tagged(10), test_images=_tagged(4, start=100), train_labels=np.zeros(10))
     splits = load_user_images(path, 8)
     assert set(splits) == {"train", "test"}
     assert splits["train"].shape == (10, 1, 8, 8) and splits["train"].dtype == np.float32
@@ -45,9 +43,7 @@ def test_rgb_becomes_luma_and_images_are_resized_with_antialiasing(tmp_path):
     rgb[:, :, ::2] = 0  # stripes one pixel wide: antialiased downsizing averages them
     splits = load_user_images(_npz(tmp_path, train_images=rgb), 8)
     assert splits["train"].shape == (3, 1, 8, 8)
-    np.testing.assert_allclose(
-        splits["train"][..., 1:-1], 0.587 / 2, atol=1e-3
-    )  # edge columns see one stripe
+    np.testing.assert_allclose(splits["train"][..., 1:-1], 0.587 / 2, atol=1e-3)  # edge columns see one stripe
 
 
 def test_png_folder_flat_and_with_split_subfolders(tmp_path):

@@ -22,8 +22,17 @@ from simulations.federate import (
 )
 from simulations.tls import make_certificates
 
-TINY = {"num_clients": 2, "num_rounds": 2, "min_clients": 2, "samples_per_client": 16, "test_samples": 16,
-        "proxy_samples": 16, "width": 4, "batch_size": 8, "round_timeout": 120.0}
+TINY = {
+    "num_clients": 2,
+    "num_rounds": 2,
+    "min_clients": 2,
+    "samples_per_client": 16,
+    "test_samples": 16,
+    "proxy_samples": 16,
+    "width": 4,
+    "batch_size": 8,
+    "round_timeout": 120.0,
+}
 
 
 def tiny(out: Path, **changes) -> RunConfig:
@@ -111,8 +120,16 @@ def test_the_staged_app_holds_the_components_but_not_the_venv_or_runs(tmp_path):
 
 def test_staging_skips_ignored_and_excluded_folders_and_foreign_files(tmp_path):
     root = tmp_path / "repo"
-    files = {".gitignore": "runs/\n.venv/\n", "pyproject.toml": "", "pkg/a.py": "", "pkg/data.npy": "",
-             ".venv/lib/x.py": "", "runs/r/result.json": "", "results/run1/result.json": "", ".git/x.md": ""}
+    files = {
+        ".gitignore": "runs/\n.venv/\n",
+        "pyproject.toml": "",
+        "pkg/a.py": "",
+        "pkg/data.npy": "",
+        ".venv/lib/x.py": "",
+        "runs/r/result.json": "",
+        "results/run1/result.json": "",
+        ".git/x.md": "",
+    }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)

@@ -49,9 +49,7 @@ def test_a_few_epochs_improve_psnr_on_phantoms(shard, held_out):
     torch.manual_seed(0)
     model = build_model("unet", 8)
     before = evaluate(model, held_out)
-    assert before["psnr"] == pytest.approx(
-        before["psnr_noisy"], abs=1e-6
-    )  # the untrained model is the identity
+    assert before["psnr"] == pytest.approx(before["psnr_noisy"], abs=1e-6)  # the untrained model is the identity
     optimizer = make_optimizer(model, lr=0.1, momentum=0.9)
     loader = make_loader(shard, 16, torch_generator(0))
     first = train_epochs(model, loader, optimizer, 1)

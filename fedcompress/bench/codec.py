@@ -59,9 +59,7 @@ def realistic_updates(*, width: int = 24, image_size: int = 32, steps: int = 8, 
             optimizer.zero_grad()
             torch.nn.functional.mse_loss(model(noisy[batch]), clean[batch]).backward()
             optimizer.step()
-        updates.append(
-            {k: (v.detach() - before[k]).numpy().astype(np.float32) for k, v in model.state_dict().items()}
-        )
+        updates.append({k: (v.detach() - before[k]).numpy().astype(np.float32) for k, v in model.state_dict().items()})
     return updates
 
 
@@ -185,9 +183,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``[--specs a,b,...] [--repeats N] [--json]``."""
     parser = argparse.ArgumentParser(prog="fedcompress bench codec", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--specs", default=None, help="comma-separated specs or presets (default: presets + a few)"
-    )
+    parser.add_argument("--specs", default=None, help="comma-separated specs or presets (default: presets + a few)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions, best is kept (default 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     args = parser.parse_args(argv)

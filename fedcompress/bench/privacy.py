@@ -77,7 +77,9 @@ def _federation_rows(epsilons: Sequence[float], work: Path) -> list[dict[str, An
     from fedcompress.bench.federation import run_cell
 
     rows = []
-    cells: list[tuple[str, dict[str, Any]]] = [("none", {})] + [(f"sample eps={e:g}", {"dp": "sample", "target-epsilon": e}) for e in epsilons]
+    cells: list[tuple[str, dict[str, Any]]] = [("none", {})] + [
+        (f"sample eps={e:g}", {"dp": "sample", "target-epsilon": e}) for e in epsilons
+    ]
     for label, extra in cells:
         row = run_cell({"num-rounds": 5, "seed": 0, **extra}, work / label.replace(" ", "-").replace("=", ""))
         result = json.loads((work / label.replace(" ", "-").replace("=", "") / "result.json").read_text())

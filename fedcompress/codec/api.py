@@ -61,9 +61,7 @@ def encode_with_stats(
         return _encode(update, spec, state, seed)
 
 
-def decode(
-    payload: bytes | bytearray | memoryview, *, limits: DecodeLimits | None = None
-) -> dict[str, np.ndarray]:
+def decode(payload: bytes | bytearray | memoryview, *, limits: DecodeLimits | None = None) -> dict[str, np.ndarray]:
     """Rebuild an update from a payload alone: float32 arrays with the original names, order and shapes.
 
     Every count, length and shape is checked against the payload's remaining bytes and ``limits`` before
@@ -73,9 +71,7 @@ def decode(
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise CodecError(f"payload must be bytes, got {type(payload).__name__}")
     if len(payload) > limits.max_payload_bytes:
-        raise CodecError(
-            f"payload of {len(payload)} bytes is above max_payload_bytes={limits.max_payload_bytes}"
-        )
+        raise CodecError(f"payload of {len(payload)} bytes is above max_payload_bytes={limits.max_payload_bytes}")
     try:
         with np.errstate(all="ignore"):  # overflow in hostile data ends in the NaN/Inf check, not a warning
             return _decode(memoryview(payload).cast("B"), limits)
@@ -179,9 +175,7 @@ def _check_encodable(arrays: Mapping[str, np.ndarray]) -> None:
         raise ValueError(f"update has {len(arrays)} tensors; at most {limits.max_tensors} can be encoded")
     for name, value in arrays.items():
         if len(name.encode("utf-8")) > limits.max_name_bytes:
-            raise ValueError(
-                f"update[{name[:40]!r}...] has a name longer than {limits.max_name_bytes} UTF-8 bytes"
-            )
+            raise ValueError(f"update[{name[:40]!r}...] has a name longer than {limits.max_name_bytes} UTF-8 bytes")
         if value.ndim > limits.max_ndim:
             raise ValueError(f"update[{name!r}] has {value.ndim} dimensions; at most {limits.max_ndim}")
         elements += value.size
@@ -189,9 +183,7 @@ def _check_encodable(arrays: Mapping[str, np.ndarray]) -> None:
         raise ValueError(f"update has {elements} values; at most {limits.max_elements} can be encoded")
 
 
-def _stats(
-    codec: CodecSpec, reference: np.ndarray, error: np.ndarray, payload: bytes, meter: Meter
-) -> EncodeStats:
+def _stats(codec: CodecSpec, reference: np.ndarray, error: np.ndarray, payload: bytes, meter: Meter) -> EncodeStats:
     dense_bytes = 4 * int(reference.size)
     return EncodeStats(
         spec=codec.canonical(),

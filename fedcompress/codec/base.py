@@ -115,9 +115,7 @@ def registered_ids() -> list[str]:
 def check_int(stage: str, name: str, value: object, low: int, high: int) -> int:
     """Return ``value`` if it is an int in ``[low, high]``, else raise ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(
-            f"stage {stage!r} parameter {name!r} must be an integer in {low}..{high}, got {value!r}"
-        )
+        raise ValueError(f"stage {stage!r} parameter {name!r} must be an integer in {low}..{high}, got {value!r}")
     return value
 
 

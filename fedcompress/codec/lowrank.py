@@ -71,9 +71,7 @@ class LowRank(Stage):
     def __init__(self, *, rank: int, method: str = "power") -> None:
         self.rank = check_int("lowrank", "rank", rank, 1, MAX_RANK)
         if method not in METHODS:
-            raise ValueError(
-                f"stage 'lowrank' parameter 'method' must be one of {list(METHODS)}, got {method!r}"
-            )
+            raise ValueError(f"stage 'lowrank' parameter 'method' must be one of {list(METHODS)}, got {method!r}")
         self.method = method
 
     @property
@@ -85,9 +83,7 @@ class LowRank(Stage):
     def from_spec_args(cls, args: list[str]) -> LowRank:
         """``lowrank:R`` or ``lowrank:R:power`` or ``lowrank:R:svd``."""
         if not 1 <= len(args) <= 2:
-            raise ValueError(
-                f"stage 'lowrank' takes a rank and optionally a method ('power' or 'svd'); got {args}"
-            )
+            raise ValueError(f"stage 'lowrank' takes a rank and optionally a method ('power' or 'svd'); got {args}")
         rank = parse_number("lowrank", "rank", args[0], int)
         return cls(rank=rank, method=args[1] if len(args) == 2 else "power")
 
@@ -130,11 +126,7 @@ class LowRank(Stage):
     @staticmethod
     def decode(p: np.ndarray, q: np.ndarray) -> np.ndarray:
         """``P Q^T`` in float32, summed rank by rank so every machine gets the same bits (no BLAS)."""
-        out = (
-            np.multiply.outer(p[:, 0], q[:, 0])
-            if p.shape[1]
-            else np.zeros((p.shape[0], q.shape[0]), np.float32)
-        )
+        out = np.multiply.outer(p[:, 0], q[:, 0]) if p.shape[1] else np.zeros((p.shape[0], q.shape[0]), np.float32)
         for j in range(1, p.shape[1]):
             out += np.multiply.outer(p[:, j], q[:, j])
         return out.astype(np.float32, copy=False)

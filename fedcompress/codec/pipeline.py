@@ -50,9 +50,7 @@ class _Plan:
         for index, entry in enumerate(entries):
             if entry.factored:
                 if spec.lowrank is None or len(entry.shape) < 2 or spec.lowrank.rank_for(entry.shape) < 1:
-                    raise ValueError(
-                        f"tensor {entry.name!r} is sent as factors, but the codec cannot make them"
-                    )
+                    raise ValueError(f"tensor {entry.name!r} is sent as factors, but the codec cannot make them")
                 self.factors[index] = (*matrix_shape(entry.shape), spec.lowrank.rank_for(entry.shape))
         self.dense = [index for index, entry in enumerate(entries) if not entry.factored]
         self.dense_sizes = np.array([sizes[index] for index in self.dense], dtype=np.int64)
@@ -153,9 +151,7 @@ def encode_body(
     matrices by tensor name (warm starts for the next round).
     """
     lowrank, sparsifier = spec.lowrank, spec.sparsifier
-    entries = [
-        TableEntry(name, shape, lowrank is not None and lowrank.applies(shape)) for name, shape in layout
-    ]
+    entries = [TableEntry(name, shape, lowrank is not None and lowrank.applies(shape)) for name, shape in layout]
     plan = _Plan(entries, spec)
     factors: list[np.ndarray] = []
     new_qs: dict[str, np.ndarray] = {}
@@ -215,9 +211,7 @@ def decode_body(
     index_len = reader.varint("index section length", reader.remaining)
     low, high = _index_bounds(spec.sparsifier, total)
     if not low <= index_len <= high:
-        raise CodecError(
-            f"index section has {index_len} bytes; {low}..{high} expected for {total} dense values"
-        )
+        raise CodecError(f"index section has {index_len} bytes; {low}..{high} expected for {total} dense values")
     index_section = reader.take(index_len, "index section")
     values_len = reader.varint("values section length", reader.remaining)
     if values_len != reader.remaining:

@@ -55,20 +55,15 @@ class Quantize(Stage):
             raise ValueError(f"stage 'q' parameter 'bits' must be one of 1..8 or 16, got {bits!r}")
         self.bits = bits
         if range is None:
-            self.block: int | None = check_int(
-                "q", "block", DEFAULT_BLOCK if block is None else block, 1, MAX_BLOCK
-            )
+            self.block: int | None = check_int("q", "block", DEFAULT_BLOCK if block is None else block, 1, MAX_BLOCK)
             self.range: float | None = None
         else:
             if block is not None:
-                raise ValueError(
-                    "stage 'q': 'block' and 'range' are exclusive (a fixed range has no block scales)"
-                )
+                raise ValueError("stage 'q': 'block' and 'range' are exclusive (a fixed range has no block scales)")
             valid = not isinstance(range, bool) and isinstance(range, (int, float)) and math.isfinite(range)
             if not valid or not MIN_RANGE <= float(range) <= MAX_RANGE:
                 raise ValueError(
-                    f"stage 'q' parameter 'range' must be a number in {MIN_RANGE:g}..{MAX_RANGE:g} (> 0), "
-                    f"got {range!r}"
+                    f"stage 'q' parameter 'range' must be a number in {MIN_RANGE:g}..{MAX_RANGE:g} (> 0), got {range!r}"
                 )
             self.block = None
             self.range = float(range)
@@ -96,9 +91,7 @@ class Quantize(Stage):
         for arg in args[1:]:
             key, sep, value = arg.partition("=")
             if not sep or key not in ("block", "range") or key in kwargs:
-                raise ValueError(
-                    f"stage 'q' got {arg!r}; allowed options are 'block=N' and 'range=R', once each"
-                )
+                raise ValueError(f"stage 'q' got {arg!r}; allowed options are 'block=N' and 'range=R', once each")
             kwargs[key] = parse_number("q", key, value, int if key == "block" else float)
         return cls(**kwargs)  # type: ignore[arg-type]
 
@@ -128,9 +121,7 @@ class Quantize(Stage):
 
     # ---- encode / decode -----------------------------------------------------------------------------
 
-    def encode(
-        self, values: np.ndarray, rng: np.random.Generator, segments: np.ndarray
-    ) -> tuple[bytes, np.ndarray]:
+    def encode(self, values: np.ndarray, rng: np.random.Generator, segments: np.ndarray) -> tuple[bytes, np.ndarray]:
         """Quantize a float32 vector whose blocks restart at each of ``segments``.
 
         Returns the section bytes and the float32 reconstruction the decoder will make.

@@ -123,17 +123,13 @@ class CodecState:
         """Rebuild a state from :meth:`state_dict` output, validating and copying every array."""
         version = state.get(_VERSION_KEY)
         if not isinstance(version, np.ndarray) or version.shape != (1,) or int(version[0]) != SCHEMA_VERSION:
-            raise ValueError(
-                f"codec state_dict needs '{_VERSION_KEY}' = array([{SCHEMA_VERSION}]), got {version!r}"
-            )
+            raise ValueError(f"codec state_dict needs '{_VERSION_KEY}' = array([{SCHEMA_VERSION}]), got {version!r}")
         out, residuals = cls(), {}
         for key, value in state.items():
             if key == _VERSION_KEY:
                 continue
             if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
-                raise ValueError(
-                    f"codec state_dict[{key!r}] must be a float numpy array, got {type(value).__name__}"
-                )
+                raise ValueError(f"codec state_dict[{key!r}] must be a float numpy array, got {type(value).__name__}")
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"codec state_dict[{key!r}] contains NaN or Inf")
             if key.startswith(_RESIDUAL):

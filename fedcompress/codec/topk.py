@@ -73,9 +73,7 @@ def decode_indices(section: bytes | memoryview, count: int, size: int) -> np.nda
     mode, body = section[0], np.frombuffer(section, dtype=np.uint8, offset=1)
     if mode == _BITMAP:
         if body.size != (size + 7) // 8:
-            raise ValueError(
-                f"top-k bitmap has {body.size} bytes, expected {(size + 7) // 8} for {size} entries"
-            )
+            raise ValueError(f"top-k bitmap has {body.size} bytes, expected {(size + 7) // 8} for {size} entries")
         bits = np.unpackbits(body, bitorder="little")
         if bits[size:].any():
             raise ValueError("top-k bitmap has bits set past the end of the tensor")

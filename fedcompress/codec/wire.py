@@ -187,9 +187,7 @@ def _read_entry(reader: Reader, limits: DecodeLimits, index: int) -> TableEntry:
     if dtype != DTYPE_FLOAT32:
         raise CodecError(f"tensor {name!r} has dtype code {dtype}; only {DTYPE_FLOAT32} (float32) exists")
     if kind not in (KIND_DENSE, KIND_FACTORS):
-        raise CodecError(
-            f"tensor {name!r} has kind {kind}; expected {KIND_DENSE} (dense) or {KIND_FACTORS} (factors)"
-        )
+        raise CodecError(f"tensor {name!r} has kind {kind}; expected {KIND_DENSE} (dense) or {KIND_FACTORS} (factors)")
     if ndim > limits.max_ndim:
         raise CodecError(f"tensor {name!r} has {ndim} dimensions, above max_ndim={limits.max_ndim}")
     shape = tuple(reader.varint(f"tensor {name!r} dimension", limits.max_elements) for _ in range(ndim))

@@ -64,9 +64,7 @@ class Zstd(Stage):
         except zstandard.ZstdError as e:
             raise ValueError(f"zstd frame header is invalid: {e}") from e
         if declared != body_len:
-            raise ValueError(
-                f"zstd frame declares {declared} content bytes (-1: unknown); the payload says {body_len}"
-            )
+            raise ValueError(f"zstd frame declares {declared} content bytes (-1: unknown); the payload says {body_len}")
         decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES).decompressobj()
         try:
             body = decompressor.decompress(frame)

@@ -31,9 +31,7 @@ class DenoisingSet:
                     f"{type(array).__name__} {getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}"
                 )
         if self.noisy.shape != self.clean.shape:
-            raise ValueError(
-                f"noisy {self.noisy.shape} and clean {self.clean.shape} must have the same shape"
-            )
+            raise ValueError(f"noisy {self.noisy.shape} and clean {self.clean.shape} must have the same shape")
         self.noisy.setflags(write=False)
         self.clean.setflags(write=False)
 

@@ -31,9 +31,7 @@ def partition_indices(
     if not isinstance(num_partitions, int) or num_partitions < 1:
         raise ValueError(f"num_partitions must be a positive int, got {num_partitions!r}")
     if not isinstance(n, int) or n < num_partitions:
-        raise ValueError(
-            f"n must be an int >= num_partitions ({num_partitions}) so no part is empty, got {n!r}"
-        )
+        raise ValueError(f"n must be an int >= num_partitions ({num_partitions}) so no part is empty, got {n!r}")
     if not (math.isfinite(non_iid) and 0.0 <= non_iid <= 1.0):
         raise ValueError(f"non_iid must be in [0, 1], got {non_iid!r}")
     rng = numpy_rng(seed, "partition", n, num_partitions)

@@ -67,9 +67,7 @@ class SiteProfile:
             if not (math.isfinite(value) and ok):
                 raise ValueError(f"SiteProfile.{name} = {value!r} is out of range")
         if len(self.mix) != len(PHANTOM_KINDS) or min(self.mix) < 0 or sum(self.mix) <= 0:
-            raise ValueError(
-                f"SiteProfile.mix must be {len(PHANTOM_KINDS)} non-negative weights, got {self.mix}"
-            )
+            raise ValueError(f"SiteProfile.mix must be {len(PHANTOM_KINDS)} non-negative weights, got {self.mix}")
 
     def render(self, images: np.ndarray) -> np.ndarray:
         """The site's clean view of ``images`` (in ``[0, 1]``): gamma, then contrast; a new float32 array."""

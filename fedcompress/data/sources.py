@@ -169,9 +169,7 @@ def _user_pools(dataset: str, image_size: int, seed: int) -> dict[str, np.ndarra
     missing = [s for s in ("val", "test") if s not in splits]
     carve = max(1, int(len(train) * _HOLDOUT_SHARE)) if missing else 0
     if len(train) - carve * len(missing) < 1:
-        raise ValueError(
-            f"dataset {dataset!r} has {len(train)} training images: too few to carve out {missing}"
-        )
+        raise ValueError(f"dataset {dataset!r} has {len(train)} training images: too few to carve out {missing}")
     order = numpy_rng(seed, "holdout").permutation(len(train))
     pools = dict(splits)
     for i, split in enumerate(missing):

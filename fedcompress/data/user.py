@@ -103,9 +103,7 @@ def _read_folder(path: Path, size: int) -> dict[str, np.ndarray]:
 
 def _check_shape(images: np.ndarray, where: str) -> None:
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4))):
-        raise ValueError(
-            f"{where}: expected images [n, H, W] or [n, H, W, C] with C in 1, 3, 4; got {images.shape}"
-        )
+        raise ValueError(f"{where}: expected images [n, H, W] or [n, H, W, C] with C in 1, 3, 4; got {images.shape}")
     if min(images.shape[:3]) == 0:
         raise ValueError(f"{where}: holds no images (shape {images.shape})")
 

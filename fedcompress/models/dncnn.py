@@ -32,9 +32,7 @@ class DnCNN(nn.Module):
     def __init__(self, width: int = 16, in_channels: int = 1, *, depth: int = 10) -> None:
         super().__init__()
         if width < 1 or in_channels < 1 or depth < 3:
-            raise ValueError(
-                f"need width >= 1, in_channels >= 1, depth >= 3; got {width}, {in_channels}, {depth}"
-            )
+            raise ValueError(f"need width >= 1, in_channels >= 1, depth >= 3; got {width}, {in_channels}, {depth}")
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.SiLU())
         self.body = conv_block(width, width, convs=depth - 2)
         self.head = zero_init(nn.Conv2d(width, in_channels, 3, padding=1))

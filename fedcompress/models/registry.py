@@ -35,9 +35,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_from_state(
-    name: str, width: int, state_dict: Mapping[str, Any], *, in_channels: int = 1
-) -> nn.Module:
+def model_from_state(name: str, width: int, state_dict: Mapping[str, Any], *, in_channels: int = 1) -> nn.Module:
     """Build ``name`` at ``width`` and load ``state_dict`` (tensors or arrays, copied in).
 
     Raises ``ValueError`` naming the missing, unexpected and wrongly shaped entries when the state does not

@@ -45,9 +45,7 @@ def main() -> None:
         (HERE / f"codec_v1_{name}.bin").write_bytes(payload)
         np.savez(HERE / f"codec_v1_{name}.npz", **decode(payload))
         manifest.append({"name": name, "spec": parse_spec(spec).canonical(), "bytes": len(payload)})
-    (HERE / "codec_v1.json").write_text(
-        json.dumps({"format_version": 1, "payloads": manifest}, indent=2) + "\n"
-    )
+    (HERE / "codec_v1.json").write_text(json.dumps({"format_version": 1, "payloads": manifest}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
