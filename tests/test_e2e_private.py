@@ -35,6 +35,7 @@ def test_sample_level_epsilon_matches_the_accountant_and_the_clients(tmp_path):
             "test-samples": 16,
             "dp": "sample",
             "target-epsilon": 4,
+            "local-epochs": 1,
         },
     )
     privacy = result["privacy"]

@@ -19,6 +19,7 @@ def test_sample_level_calibrates_once_for_the_horizon_and_takes_the_max_over_cli
             "num-clients": 4,
             "samples-per-client": 64,
             "batch-size": 16,
+            "local-epochs": 1,
         }
     )
     plan = PrivacyPlan(cfg)

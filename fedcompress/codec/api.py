@@ -183,6 +183,12 @@ def _check_encodable(arrays: Mapping[str, np.ndarray]) -> None:
         raise ValueError(f"update has {elements} values; at most {limits.max_elements} can be encoded")
 
 
+def _relative_l2(error: np.ndarray, reference: np.ndarray) -> float:
+    # float64 sums: a float32 dot of tiny values (1e-31) underflows to 0 and would report an infinite error
+    error64, reference64 = error.astype(np.float64), reference.astype(np.float64)
+    return relative_error(float(np.dot(error64, error64)), float(np.dot(reference64, reference64)))
+
+
 def _stats(codec: CodecSpec, reference: np.ndarray, error: np.ndarray, payload: bytes, meter: Meter) -> EncodeStats:
     dense_bytes = 4 * int(reference.size)
     return EncodeStats(
@@ -190,6 +196,6 @@ def _stats(codec: CodecSpec, reference: np.ndarray, error: np.ndarray, payload: 
         dense_bytes=dense_bytes,
         payload_bytes=len(payload),
         ratio=dense_bytes / len(payload),
-        rel_l2_error=relative_error(float(np.dot(error, error)), float(np.dot(reference, reference))),
+        rel_l2_error=_relative_l2(error, reference),
         stages=meter.result(),
     )
