@@ -23,6 +23,7 @@ TINY = dict(
     dp_check_codecs=["none"],
     dp_check_trials=1000,
     threads=1,
+    workers=2,  # the default: attacks in a process pool
 )
 
 

@@ -16,15 +16,28 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
+from fedcompress.audit.settings import AuditConfig
 from fedcompress.codec import decode, encode
 from fedcompress.codec.spec import parse_spec
-from fedcompress.data import DenoisingSet
+from fedcompress.data import DenoisingSet, test_data
+from fedcompress.models import build_model
 from fedcompress.seeding import derive_seed, torch_generator
 from fedcompress.training import make_loader, make_optimizer, state_delta, train_epochs
 
-__all__ = ["Condition", "ObservedUpdate", "PrivacySettings", "conditions_from", "observe_update"]
+__all__ = [
+    "Condition",
+    "ObservedUpdate",
+    "PrivacySettings",
+    "attacked_model",
+    "conditions_from",
+    "observe_update",
+    "public_images",
+]
+
+_PUBLIC_SEED_SPACE = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -140,3 +153,32 @@ def _train_private(
         "steps": int(engine.steps),
         "accountant": privacy.accountant,
     }
+
+
+def attacked_model(config: AuditConfig) -> nn.Module:
+    """The global model the server sent: seeded fresh weights, re-drawn or briefly pretrained."""
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(config.seed, "audit-model"))
+        model = build_model(config.model, config.width)
+        if config.model_init == "random":
+            for module in model.modules():
+                weight = getattr(module, "weight", None)
+                if hasattr(module, "reset_parameters") and weight is not None and not weight.detach().any():
+                    module.reset_parameters()  # type: ignore[operator]
+    if config.model_init == "pretrained" and config.pretrain_steps > 0:
+        public = public_images(config, config.pretrain_steps * 16, "audit-pretrain")
+        loader = make_loader(public, 16, torch_generator(config.seed, "audit-pretrain"))
+        train_epochs(model, loader, make_optimizer(model, config.lr, config.momentum), 1)
+    return model
+
+
+def public_images(config: AuditConfig, n: int, stream: str) -> Any:
+    """Phantoms the server may hold (drawn from a stream no client uses)."""
+    seed = derive_seed(config.seed, stream) % _PUBLIC_SEED_SPACE
+    return test_data(
+        n,
+        image_size=config.image_size,
+        seed=seed,
+        num_partitions=config.num_partitions,
+        non_iid=config.non_iid,
+    )

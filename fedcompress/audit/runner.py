@@ -9,7 +9,9 @@ reused, marked ``attack_reused_from``. Writes ``audit.json`` and ``grid_b{B}_s{S
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,40 +21,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedcompress.audit.conditions import Condition, PrivacySettings, conditions_from, observe_update
+from fedcompress.audit.conditions import (
+    Condition,
+    PrivacySettings,
+    attacked_model,
+    conditions_from,
+    observe_update,
+    public_images,
+)
 from fedcompress.audit.dp_check import check_client_level_dp, client_level_mechanism
-from fedcompress.audit.inversion import THREAT_MODEL, InversionConfig, Reconstruction, invert_update
+from fedcompress.audit.inversion import THREAT_MODEL, InversionConfig, Reconstruction
+from fedcompress.audit.jobs import AttackJob, AttackResult, run_jobs
 from fedcompress.audit.report import leakage_table, save_grid, write_json
 from fedcompress.audit.scoring import mean_image_baseline, score_reconstruction
 from fedcompress.audit.settings import AuditConfig, Target
-from fedcompress.data import client_data, site_profiles, test_data
-from fedcompress.models import build_model
+from fedcompress.data import client_data, site_profiles
 from fedcompress.privacy import clip_and_noise
-from fedcompress.seeding import derive_seed, torch_generator
-from fedcompress.training import make_loader, make_optimizer, train_epochs
+from fedcompress.seeding import derive_seed
 
-__all__ = ["SCHEMA_VERSION", "attacked_model", "run_audit"]
+__all__ = ["SCHEMA_VERSION", "run_audit"]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-_PUBLIC_SEED_SPACE = 2**31 - 1
 _CONTROL_NOISE_SCALE = 0.1
-
-
-def attacked_model(config: AuditConfig) -> nn.Module:
-    """The global model the server sent: seeded fresh weights, re-drawn or briefly pretrained."""
-    with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(config.seed, "audit-model"))
-        model = build_model(config.model, config.width)
-        if config.model_init == "random":
-            for module in model.modules():
-                weight = getattr(module, "weight", None)
-                if hasattr(module, "reset_parameters") and weight is not None and not weight.detach().any():
-                    module.reset_parameters()  # type: ignore[operator]
-    if config.model_init == "pretrained" and config.pretrain_steps > 0:
-        public = _public_images(config, config.pretrain_steps * 16, "audit-pretrain")
-        loader = make_loader(public, 16, torch_generator(config.seed, "audit-pretrain"))
-        train_epochs(model, loader, make_optimizer(model, config.lr, config.momentum), 1)
-    return model
 
 
 def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -62,13 +54,28 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
     started = time.perf_counter()
     with _threads(config.threads):
         model = attacked_model(config)
-        reference = _public_images(config, 256, "audit-reference").clean
-        rows: list[dict[str, Any]] = []
-        grids: list[str] = []
-        for target in dict.fromkeys((*config.targets, *config.defence_targets)):
-            target_rows, grid = _attack_target(config, model, target, reference, out)
-            rows += target_rows
-            grids.append(grid)
+        cases = _observe_all(config, model)
+        jobs: dict[str, AttackJob] = {}
+        for case in cases:
+            jobs.setdefault(case.key, case.job)
+        attack = InversionConfig(
+            iterations=config.iterations,
+            restarts=config.restarts,
+            lr=config.attack_lr,
+            tv_weight=config.tv_weight,
+            noise_weight=config.noise_weight,
+            seed=config.seed,
+        )
+        results = run_jobs(
+            list(jobs.values()),
+            model,
+            model_name=config.model,
+            width=config.width,
+            attack=attack,
+            workers=config.workers,
+            threads=config.threads,
+        )
+        rows, grids = _report_rows(cases, dict(zip(jobs, results, strict=True)), out)
         dp_rows = _dp_checks(config)
     result = {
         "schema_version": SCHEMA_VERSION,
@@ -84,122 +91,107 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
     return result
 
 
-def _attack_target(
-    config: AuditConfig, model: nn.Module, target: Target, reference: np.ndarray, out: Path
-) -> tuple[list[dict[str, Any]], str]:
-    batch, steps = target
-    data = client_data(
-        config.partition_id,
-        config.num_partitions,
-        samples_per_client=batch,
-        image_size=config.image_size,
-        non_iid=config.non_iid,
-        seed=config.seed,
-    )
+@dataclasses.dataclass(frozen=True)
+class _Case:
+    """One (target, condition): the client's data, what the server decoded, and the attack job for it."""
+
+    target: Target
+    condition: Condition
+    clean: np.ndarray
+    baseline: dict[str, float]
+    privacy: dict[str, Any] | None
+    payload_bytes: int
+    key: str
+    job: AttackJob
+
+
+def _observe_all(config: AuditConfig, model: nn.Module) -> list[_Case]:
+    """Every target's client update under every condition that applies to it (cheap: local training only)."""
+    reference = public_images(config, 256, "audit-reference").clean
     noise_std = site_profiles(config.num_partitions, config.non_iid, config.seed)[config.partition_id].noise_std
-    baseline = mean_image_baseline(data.clean, reference).summary()
-    conditions = (
-        conditions_from(config.codecs, config.epsilons, config.combined)
-        if target in config.defence_targets
-        else [Condition()]
-    )
     privacy = PrivacySettings(delta=config.delta, clip_norm=config.clip_norm, accountant=config.accountant)
-    attack = InversionConfig(
-        iterations=config.iterations,
-        restarts=config.restarts,
-        lr=config.attack_lr,
-        tv_weight=config.tv_weight,
-        noise_weight=config.noise_weight,
-        seed=config.seed,
-    )
-    done: dict[str, tuple[str, Reconstruction]] = {}
-    rows, grid_rows = [], []
-    for condition in conditions:
-        tick = time.perf_counter()
-        observed = observe_update(
-            model,
-            data,
-            condition,
-            local_steps=steps,
-            lr=config.lr,
-            momentum=config.momentum,
-            privacy=privacy,
-            seed=derive_seed(config.seed, "audit-target", batch, steps),
+    cases = []
+    for target in dict.fromkeys((*config.targets, *config.defence_targets)):
+        batch, steps = target
+        data = client_data(
+            config.partition_id,
+            config.num_partitions,
+            samples_per_client=batch,
+            image_size=config.image_size,
+            non_iid=config.non_iid,
+            seed=config.seed,
         )
-        key = _fingerprint(observed.update)
-        reused_from = done[key][0] if key in done else None
-        if reused_from is None:
-            rec = invert_update(
+        baseline = mean_image_baseline(data.clean, reference).summary()
+        defended = target in config.defence_targets
+        for condition in (
+            conditions_from(config.codecs, config.epsilons, config.combined) if defended else [Condition()]
+        ):
+            observed = observe_update(
                 model,
-                observed.update,
-                batch_size=batch,
+                data,
+                condition,
                 local_steps=steps,
                 lr=config.lr,
                 momentum=config.momentum,
-                noise_std=noise_std,
-                image_shape=data.image_shape,
-                config=attack,
+                privacy=privacy,
+                seed=derive_seed(config.seed, "audit-target", batch, steps),
             )
-            done[key] = (condition.name, rec)
-        rec = done[key][1]
-        leak = score_reconstruction(rec.clean, data.clean)
-        rows.append(
-            _row(
-                condition,
-                target,
-                observed.privacy,
-                leak,
-                baseline,
-                rec,
-                observed.payload_bytes,
-                reused_from,
-                time.perf_counter() - tick,
+            label = f"batch {batch}, {steps} step(s), {condition.name}"
+            job = AttackJob(
+                label, observed.update, batch, steps, config.lr, config.momentum, noise_std, data.image_shape
             )
+            key = f"{batch}x{steps}:{_fingerprint(observed.update)}"
+            cases.append(
+                _Case(target, condition, data.clean, baseline, observed.privacy, observed.payload_bytes, key, job)
+            )
+    return cases
+
+
+def _report_rows(
+    cases: list[_Case], results: dict[str, AttackResult], out: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Score every case, write one grid per target; identical updates share one attack (``attack_reused_from``)."""
+    rows: list[dict[str, Any]] = []
+    grids: dict[Target, list[tuple[str, np.ndarray, float]]] = {}
+    first: dict[str, str] = {}
+    for case in cases:
+        result = results[case.key]
+        reused_from = first.setdefault(case.key, case.condition.name)
+        reused = reused_from != case.condition.name
+        rec = result.reconstruction
+        leak = score_reconstruction(rec.clean, case.clean)
+        log.info("audit: %s: PSNR %.2f dB", case.job.label, leak.summary()["psnr_mean"])
+        seconds = 0.0 if reused else result.seconds
+        rows.append(_row(case, leak, rec, reused_from if reused else None, seconds))
+        grids.setdefault(case.target, []).append(
+            (case.condition.name, rec.clean[list(leak.assignment)], leak.summary()["psnr_mean"])
         )
-        grid_rows.append((condition.name, rec.clean[list(leak.assignment)], leak.summary()["psnr_mean"]))
-    name = f"grid_b{batch}_s{steps}.png"
-    save_grid(out / name, data.clean, grid_rows, title=f"batch {batch}, {steps} local step(s)")
-    return rows, name
+    names = []
+    for (batch, steps), grid_rows in grids.items():
+        clean = next(case.clean for case in cases if case.target == (batch, steps))
+        name = f"grid_b{batch}_s{steps}.png"
+        save_grid(out / name, clean, grid_rows, title=f"batch {batch}, {steps} local step(s)")
+        names.append(name)
+    return rows, names
 
 
-def _row(
-    condition: Condition,
-    target: Target,
-    privacy: dict[str, Any] | None,
-    leak: Any,
-    baseline: dict[str, float],
-    rec: Reconstruction,
-    payload_bytes: int,
-    reused_from: str | None,
-    seconds: float,
-) -> dict[str, Any]:
-    record = privacy or {}
+def _row(case: _Case, leak: Any, rec: Reconstruction, reused_from: str | None, seconds: float) -> dict[str, Any]:
+    record = case.privacy or {}
+    privacy_keys = ("epsilon", "target_epsilon", "delta", "noise_multiplier", "clip_norm", "sample_rate", "steps")
     return {
-        "condition": condition.name,
-        "codec": condition.codec,
+        "condition": case.condition.name,
+        "codec": case.condition.codec,
         "dp": record.get("level", "none"),
-        **{
-            k: record.get(k)
-            for k in (
-                "epsilon",
-                "target_epsilon",
-                "delta",
-                "noise_multiplier",
-                "clip_norm",
-                "sample_rate",
-                "steps",
-                "accountant",
-            )
-        },
-        "batch_size": target[0],
-        "local_steps": target[1],
+        **{k: record.get(k) for k in (*privacy_keys, "accountant")},
+        "batch_size": case.target[0],
+        "local_steps": case.target[1],
         **leak.summary(),
         "psnr_per_image": list(leak.psnr),
         "ssim_per_image": list(leak.ssim),
-        "baseline_psnr_mean": baseline["psnr_mean"],
-        "baseline_ssim_mean": baseline["ssim_mean"],
+        "baseline_psnr_mean": case.baseline["psnr_mean"],
+        "baseline_ssim_mean": case.baseline["ssim_mean"],
         "match_loss": rec.match_loss,
-        "payload_bytes": payload_bytes,
+        "payload_bytes": case.payload_bytes,
         "attack_reused_from": reused_from,
         "seconds": seconds,
     }
@@ -235,19 +227,14 @@ def _dp_checks(config: AuditConfig) -> list[dict[str, Any]]:
             **control.to_dict(),
         }
     )
+    for row in rows:
+        log.info(
+            "audit: DP check, %s: epsilon >= %.3f (accountant %.3f)",
+            row["mechanism"],
+            row["epsilon_lower_bound"],
+            row["epsilon"],
+        )
     return rows
-
-
-def _public_images(config: AuditConfig, n: int, stream: str) -> Any:
-    """Phantoms the server may hold (drawn from a stream no client uses)."""
-    seed = derive_seed(config.seed, stream) % _PUBLIC_SEED_SPACE
-    return test_data(
-        n,
-        image_size=config.image_size,
-        seed=seed,
-        num_partitions=config.num_partitions,
-        non_iid=config.non_iid,
-    )
 
 
 def _fingerprint(update: dict[str, np.ndarray]) -> str:
