@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
         restarts=args.restarts,
         lr=cfg.attack_lr,
         tv_weight=cfg.tv_weight,
+        tv_final=cfg.tv_final,
         noise_weight=cfg.noise_weight,
     )
     for item in args.targets.split(","):

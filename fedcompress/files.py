@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -25,6 +25,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Atomically write ``text`` as UTF-8."""
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -187,3 +187,50 @@ def plot_convergence(series: Sequence[Series], path: Path) -> Path:
     ax.set_title("Convergence")
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
+
+
+def leakage_curves(rows: Sequence[Series]) -> dict[str, list[tuple[float, float]]]:
+    """(epsilon, attack PSNR) points per codec, from ``audit.json`` leakage rows; no DP is epsilon ``inf``.
+
+    Only the defended target is kept (the batch size and local steps that the DP conditions were attacked
+    at); rows need a finite ``psnr_mean``, and a ``source`` names the audit when there are several.
+    """
+    defended = {(r.get("batch_size"), r.get("local_steps")) for r in rows if r.get("dp") not in (None, "none")}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if (r.get("batch_size"), r.get("local_steps")) in defended:
+            name = f"{r.get('source') or ''} codec {r.get('codec')}".strip()
+            eps = math.inf if r.get("dp") in (None, "none") else float(r["epsilon"])
+            curves.setdefault(name, []).append((eps, float(r["psnr_mean"])))
+    return {name: sorted(points) for name, points in curves.items()}
+
+
+def plot_leakage_vs_epsilon(rows: Sequence[Series], path: Path) -> Path:
+    """Measured leakage (attack PSNR) against epsilon: a curve per codec, no-DP points at the right edge.
+
+    Curves are :func:`leakage_curves`; the mean-image baseline is a grey line (a point under it leaks less
+    than a guess from public data).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves = leakage_curves(rows)
+    finite = [eps for points in curves.values() for eps, _ in points if math.isfinite(eps)]
+    if not finite:
+        _empty(ax, "no audit with a DP condition")
+    else:
+        no_dp_x = max(finite) * 4  # where "no DP" (epsilon infinite) is drawn
+        colors = _colors(curves)
+        for name, points in curves.items():
+            xs = [no_dp_x if math.isinf(eps) else eps for eps, _ in points]
+            ax.plot(xs, [psnr for _, psnr in points], marker="o", color=colors[name], label=name)
+        baseline = [float(r["baseline_psnr_mean"]) for r in rows if r.get("baseline_psnr_mean") is not None]
+        if baseline:
+            ax.axhline(sum(baseline) / len(baseline), color="0.5", linestyle="--", label="mean-image baseline")
+        ax.set_xscale("log")
+        ax.axvline(no_dp_x / 2, color="0.8", linewidth=1)
+        ax.text(no_dp_x, ax.get_ylim()[1], "no DP", ha="center", va="bottom", fontsize=8, color="0.4")
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel("epsilon (sample-level, at the audit's delta)")
+    ax.set_ylabel("attack PSNR (dB), higher = more leakage")
+    ax.set_title("Measured leakage vs privacy budget")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)

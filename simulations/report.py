@@ -112,8 +112,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _dominates(a: Mapping[str, Any], b: Mapping[str, Any], tol: float) -> bool:
@@ -338,12 +338,26 @@ def _plots(store_dir: Path, series: list[dict[str, Any]], front: list[Any]) -> d
 
     folder = store_dir / PLOTS_DIR
     series = [s for s in series if _finite(s["psnr"])]  # a run that diverged or never finished a round
-    return {
+    images = {
         "PSNR vs epsilon": plots.plot_psnr_vs_epsilon(series, folder / "psnr_vs_epsilon.png"),
         "PSNR vs uplink bytes": plots.plot_psnr_vs_uplink(series, folder / "psnr_vs_uplink.png"),
         "Pareto front": plots.plot_pareto(series, front, folder / "pareto.png"),
         "Convergence": plots.plot_convergence(_select_curves(series, front), folder / "convergence.png"),
     }
+    leakage = _audit_rows(store_dir)
+    if leakage:
+        images["Measured leakage vs epsilon"] = plots.plot_leakage_vs_epsilon(leakage, folder / "leakage.png")
+    return images
+
+
+def _audit_rows(store_dir: Path) -> list[dict[str, Any]]:
+    """Every ``audit.json`` leakage row under the sweep folder with a finite PSNR, ``source`` naming its audit."""
+    paths = sorted(store_dir.rglob("audit.json"))
+    rows = []
+    for path in paths:
+        source = path.parent.relative_to(store_dir).as_posix() if len(paths) > 1 else ""
+        rows += [{**row, "source": source} for row in _extra_rows(path, "leakage") if _finite(row.get("psnr_mean"))]
+    return rows
 
 
 def render_report(store_dir: str | Path) -> Path:

@@ -18,20 +18,19 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig
+from fedcompress.files import atomic_write_text
 
 __all__ = [
     "CSV_FILE",
     "RECORD_SCHEMA",
     "STORE_FILE",
     "append_record",
-    "atomic_write_text",
     "build_record",
     "cell_id",
     "csv_rows",
@@ -89,26 +88,6 @@ _ROUND_KEYS = (
     "skipped",
     "epsilon",
 )
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that a reader (or a crash) sees the old or the new content, never a torn one.
-
-    Kept here rather than imported from ``fedcompress.federation.weights`` so the sweep process never imports
-    torch: each cell's own process does.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _hashed_settings(config: Mapping[str, Any]) -> dict[str, Any]:

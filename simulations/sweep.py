@@ -1,6 +1,6 @@
 """``fedcompress sweep GRID.toml --out DIR``: a resumable grid of federations, one subprocess per cell.
 
-A grid file has up to five tables (see ``simulations/grids/`` for ready ones)::
+A grid file has up to six tables (see ``simulations/grids/`` for ready ones)::
 
     [sweep]                 # optional: name, description, cpus-per-client, cell-timeout (seconds, 0 = none)
     [base]                  # settings every cell shares (any RunConfig key)
@@ -8,6 +8,8 @@ A grid file has up to five tables (see ``simulations/grids/`` for ready ones)::
     [[cells]]               # extra cells over [base]: label, runner ("simulate" | "flower-dp"), settings;
                             # list values expand, so `seed = [0, 1, 2]` gives three cells
     [[skip]]                # a rule: skip grid cells whose settings match every key (value or list of values)
+    [audit]                 # optional: after the cells, one leakage audit (``fedcompress audit`` settings;
+                            # an empty table takes the defaults) into DIR/audit/, shown by the report
 
 Meaningless combinations collapse: with ``dp = "none"`` every privacy setting returns to its default, with
 ``dp = "sample"`` the client-level ones do, and cells that become identical run once. Every cell is validated
@@ -37,11 +39,13 @@ from typing import Any
 
 from fedcompress.config import RunConfig, parse_overrides
 from fedcompress.errors import ConfigError, RunError
+from fedcompress.files import atomic_write_text
 
 __all__ = ["RUNNERS", "Cell", "Sweep", "SweepRunner", "load_grid", "main", "register", "run_sweep"]
 
 RUNNERS = ("simulate", "flower-dp")
-_TABLES = ("sweep", "base", "grid", "cells", "skip")
+_TABLES = ("sweep", "base", "grid", "cells", "skip", "audit")
+AUDIT_DIR = "audit"
 _SWEEP_KEYS = {"name": str, "description": str, "cpus-per-client": float, "cell-timeout": float}
 _PRIVATE_KEYS = (
     "dp-noise",
@@ -82,6 +86,7 @@ class Sweep:
     cell_timeout: float = 0.0
     skipped_by_rule: int = 0
     collapsed: int = 0
+    audit: Mapping[str, Any] | None = None  # validated ``[audit]`` settings (kebab-case), or no audit
 
 
 # ---------------------------------------------------------------------------------------------- grid files
@@ -237,6 +242,7 @@ def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
     ConfigError
         Naming the file, the table and the key, for anything unknown, mistyped or out of range.
     """
+    from fedcompress.audit.settings import AuditConfig
     from simulations.baselines import check_runner_config
     from simulations.store import cell_id
 
@@ -264,6 +270,12 @@ def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
             raise _fail(f"{where} cell {label!r}", str(e)) from e
         key = cell_id(runner, cfg.to_dict())
         cells.setdefault(key, Cell(key, label, runner, cfg))
+    audit = None
+    if "audit" in data:
+        try:
+            audit = AuditConfig.from_mapping(_table(data, "audit", where)).to_dict()
+        except ConfigError as e:
+            raise _fail(f"{where} [audit]", str(e)) from e
     return Sweep(
         name=str(options.get("name", Path(path).stem)),
         description=str(options.get("description", "")),
@@ -272,6 +284,7 @@ def load_grid(path: str | Path, overrides: Mapping[str, Any] | None = None) -> S
         cell_timeout=float(options.get("cell-timeout", 0.0)),
         skipped_by_rule=skipped,
         collapsed=len(planned) - len(cells),
+        audit=audit,
     )
 
 
@@ -381,6 +394,7 @@ class SweepRunner:
             progress = _Progress(pending)
             for number, cell in enumerate(pending, start=1):
                 self._run_cell(cell, f"{done + number}/{len(self.sweep.cells)}", progress, lock.fd)
+            audit_ok = self._run_audit()
         latest = latest_records(read_records(self.out_dir))
         failed = [c for c in self.sweep.cells if latest.get(c.id, {}).get("status") != "ok"]
         print(
@@ -388,12 +402,35 @@ class SweepRunner:
             f"(store {self.out_dir / 'results.jsonl'})",
             flush=True,
         )
-        return 1 if failed else 0
+        return 1 if failed or not audit_ok else 0
+
+    def _run_audit(self) -> bool:
+        """Run the grid's ``[audit]`` in a child process into ``DIR/audit/``; False when it failed.
+
+        Skipped when that folder already holds an ``audit.json`` of the same settings (a rerun resumes).
+        """
+        if self.sweep.audit is None:
+            return True
+        folder = self.out_dir / AUDIT_DIR
+        try:
+            done = json.loads((folder / "audit.json").read_text()).get("config") == dict(self.sweep.audit)
+        except (OSError, ValueError, AttributeError):
+            done = False
+        if done:
+            print(f"audit: already in {folder}", flush=True)
+            return True
+        settings = folder / "audit.toml"
+        # TOML and JSON agree on the strings, numbers, booleans and arrays an audit configuration holds.
+        atomic_write_text(settings, "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.sweep.audit.items()))
+        print(f"audit: running -> {folder}", flush=True)
+        command = [sys.executable, "-m", "fedcompress.cli", "audit", "--config", str(settings), "--out", str(folder)]
+        code = subprocess.run(command, env={**os.environ, **dict.fromkeys(_ONE_THREAD, "1")}, check=False).returncode
+        if code != 0:
+            print(f"audit: FAILED with exit code {code}", flush=True)
+        return code == 0
 
     # ------------------------------------------------------------------ one cell
     def _prepare_folder(self, cell: Cell) -> Path:
-        from simulations.store import atomic_write_text
-
         folder = self.out_dir / "cells" / cell.id
         if folder.exists():  # an interrupted or failed earlier attempt: start the cell afresh
             shutil.rmtree(folder)
@@ -558,6 +595,8 @@ def _print_plan(sweep: Sweep) -> None:
         print(
             f"  {cell.id}  {cell.runner:<9} seed={c.seed} rounds={c.num_rounds} clients={c.num_clients}  {cell.label}"
         )
+    if sweep.audit is not None:
+        print(f"  then a leakage audit into {AUDIT_DIR}/ ({sweep.audit['iterations']} iterations per attack)")
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, **options: Any) -> int:

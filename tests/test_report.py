@@ -101,6 +101,27 @@ def test_baselines_pareto_edge_audit_and_failures_sections(rendered):
         assert f"| {row['condition']} |" in text
 
 
+def test_audits_with_a_dp_condition_get_a_leakage_plot(rendered):
+    folder, text = rendered
+    assert "## Measured leakage vs epsilon" in text and "![Measured leakage vs epsilon](plots/leakage.png)" in text
+    assert matplotlib.image.imread(folder / "plots" / "leakage.png").shape[0] > 100
+
+
+def test_leakage_plot_draws_only_the_defended_target_and_skips_an_audit_without_dp(tmp_path):
+    from simulations.plots import leakage_curves, plot_leakage_vs_epsilon
+
+    row = {"codec": "none", "batch_size": 1, "local_steps": 1, "psnr_mean": 20.0, "baseline_psnr_mean": 15.0}
+    rows = [
+        {**row, "dp": "none"},
+        {**row, "dp": "sample", "epsilon": 8.0, "psnr_mean": 9.0},
+        {**row, "dp": "none", "batch_size": 8, "psnr_mean": 14.0},  # not attacked under DP: left out
+    ]
+    assert leakage_curves(rows) == {"codec none": [(8.0, 9.0), (math.inf, 20.0)]}
+    assert leakage_curves([{**row, "dp": "none"}]) == {}  # nothing was attacked under DP
+    assert plot_leakage_vs_epsilon(rows, tmp_path / "leak.png").stat().st_size > 1000
+    assert plot_leakage_vs_epsilon(rows[:1], tmp_path / "none.png").stat().st_size > 1000  # explained, empty
+
+
 def test_pareto_front_keeps_only_non_dominated_configurations():
     def s(name, psnr, eps, up):
         return {"label": name, "psnr": psnr, "epsilon": eps, "uplink": up}

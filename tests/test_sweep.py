@@ -170,6 +170,8 @@ def test_set_overrides_apply_to_every_cell(tmp_path):
         ("[[skip]]\ncodek = 'none'\n", "'codek'"),
         ("[grid]\ndp = ['sample']\n", "target-epsilon"),
         ("[grid\n", "cannot read grid file"),
+        ("[audit]\niteration = 5\n", "'iteration'"),
+        ("[audit]\nepsilons = [0.0]\n", "[audit]"),
     ],
 )
 def test_bad_grid_files_fail_naming_the_key(tmp_path, text, fragment):

@@ -30,6 +30,18 @@ TINY = """
     [[cells]]
     label = "fails at run time"
     dataset = "{broken}"
+    [audit]
+    width = 4
+    image-size = 16
+    targets = [[1, 1]]
+    codecs = ["balanced"]
+    epsilons = [8.0]
+    combined = []
+    iterations = 3
+    restarts = 1
+    dp-check-codecs = ["none"]
+    dp-check-trials = 1000
+    workers = 1
 """
 
 
@@ -65,12 +77,17 @@ def test_a_tiny_grid_runs_for_real_and_a_failing_cell_does_not_stop_it(swept):
     assert failed["status"] == "failed" and "broken.npz" in failed["error"]
     assert (out / "cells" / failed["cell"] / "log.txt").is_file()
     assert len((out / store.CSV_FILE).read_text().splitlines()) == 3
+    audit = json.loads((out / "audit" / "audit.json").read_text())  # the grid's [audit], after the cells
+    assert audit["config"]["iterations"] == 3 and audit["config"]["codecs"] == ["balanced"]
+    assert {row["condition"] for row in audit["leakage"]} == {"none", "codec=balanced", "dp=8"}
+    assert "audit: running" in first.stdout
 
 
 def test_rerun_skips_finished_cells_and_reruns_an_interrupted_one(swept):
     grid, out, _ = swept
     again = sweep(grid, out)
     assert "2 already in the store, 0 to run" in again.stdout, again.stdout + again.stderr
+    assert "audit: already in" in again.stdout  # same [audit] settings: not run twice
     lines = (out / store.STORE_FILE).read_text().splitlines()
     victim = json.loads(lines[0])  # pretend the sweep was killed while this cell ran
     (out / store.STORE_FILE).write_text("\n".join(lines[1:]) + "\n")
@@ -90,5 +107,6 @@ def test_the_report_renders_from_the_real_store(swept):
     path = render_report(out)
     text = path.read_text()
     assert "fails at run time" in text and "tiny federation" in text
+    assert "## Measured leakage vs epsilon" in text and (out / "plots" / "leakage.png").is_file()
     for png in (out / "plots").glob("*.png"):
         assert png.stat().st_size > 1000

@@ -6,6 +6,8 @@ Only argparse is imported at registration; torch, Opacus and the attack load whe
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from typing import Any
 
 __all__ = ["register"]
@@ -33,6 +35,7 @@ def run_command(args: argparse.Namespace) -> int:
     from fedcompress.audit.runner import run_audit
     from fedcompress.audit.settings import AuditConfig, load_audit_config
 
+    _show_progress()
     config = load_audit_config(args.config) if args.config else AuditConfig()
     if args.quick:
         config = config.quick()
@@ -51,3 +54,13 @@ def run_command(args: argparse.Namespace) -> int:
             status = 1
     print(f"wrote {args.out}/audit.json ({result['seconds']:.0f} s)")
     return status
+
+
+def _show_progress() -> None:
+    """Print the audit's progress lines (each attack done, with its PSNR) with a timestamp."""
+    logger = logging.getLogger("fedcompress.audit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)

@@ -73,11 +73,19 @@ def run_jobs(
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(_attack_in_worker, model_name, width, state, jobs[i], attack): i for i in order}
         results: dict[int, AttackResult] = {}
+        started, total_cost = time.perf_counter(), sum(job.cost for job in jobs)
         for future in as_completed(futures):
             i = futures[future]
             results[i] = future.result()
+            done_cost = sum(jobs[k].cost for k in results)
+            eta = (time.perf_counter() - started) * (total_cost - done_cost) / done_cost
             log.info(
-                "audit: attacked %s in %.0f s (%d of %d)", jobs[i].label, results[i].seconds, len(results), len(jobs)
+                "audit: attacked %s in %.0f s (%d of %d, ETA %.0f s)",
+                jobs[i].label,
+                results[i].seconds,
+                len(results),
+                len(jobs),
+                eta,
             )
         return [results[i] for i in range(len(jobs))]
 

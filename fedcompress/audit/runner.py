@@ -63,6 +63,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
             restarts=config.restarts,
             lr=config.attack_lr,
             tv_weight=config.tv_weight,
+            tv_final=config.tv_final,
             noise_weight=config.noise_weight,
             seed=config.seed,
         )

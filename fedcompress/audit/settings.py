@@ -45,7 +45,7 @@ class AuditConfig:
         Conditions: each codec alone, sample-level DP at each target epsilon alone, each (codec, epsilon).
     delta, clip_norm, accountant :
         Sample-level DP parameters (per-sample clip norm C; the shard is one batch, so sample rate 1).
-    iterations, restarts, attack_lr, tv_weight, noise_weight :
+    iterations, restarts, attack_lr, tv_weight, tv_final, noise_weight :
         The attack (see :class:`fedcompress.audit.inversion.InversionConfig`).
     dp_check_noise_multiplier, dp_check_clip_norm, dp_check_codecs, dp_check_trials, confidence :
         The empirical check of client-level DP, once per codec, plus a negative control (noise x 0.1).
@@ -78,6 +78,7 @@ class AuditConfig:
     restarts: int = 4
     attack_lr: float = 0.2
     tv_weight: float = 0.1
+    tv_final: float = 0.05
     noise_weight: float = 0.01
     dp_check_noise_multiplier: float = 1.0
     dp_check_clip_norm: float = 0.05
@@ -101,7 +102,7 @@ class AuditConfig:
             raise ConfigError(f"audit partition-id must be in [0, {self.num_partitions}), got {self.partition_id}")
         for name in ("lr", "clip_norm", "attack_lr", "dp_check_clip_norm"):
             _check_float(name, getattr(self, name), positive=True)
-        for name in ("tv_weight", "noise_weight", "dp_check_noise_multiplier", "non_iid"):
+        for name in ("tv_weight", "tv_final", "noise_weight", "dp_check_noise_multiplier", "non_iid"):
             _check_float(name, getattr(self, name), positive=False)
         for name, value, high in (
             ("momentum", self.momentum, 1.0),
