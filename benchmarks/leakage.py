@@ -21,7 +21,6 @@ import torch  # noqa: E402
 from fedcompress.audit import (  # noqa: E402
     AuditConfig,
     Condition,
-    InversionConfig,
     PrivacySettings,
     attacked_model,
     invert_update,
@@ -39,17 +38,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object per target")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = AuditConfig()
+    cfg = AuditConfig(iterations=args.iterations, restarts=args.restarts)
     model = attacked_model(cfg)
     noise_std = site_profiles(cfg.num_partitions, cfg.non_iid, cfg.seed)[cfg.partition_id].noise_std
-    attack = InversionConfig(
-        iterations=args.iterations,
-        restarts=args.restarts,
-        lr=cfg.attack_lr,
-        tv_weight=cfg.tv_weight,
-        tv_final=cfg.tv_final,
-        noise_weight=cfg.noise_weight,
-    )
+    attack = cfg.inversion_config()
     for item in args.targets.split(","):
         batch, steps = (int(v) for v in item.lower().split("x"))
         data = client_data(

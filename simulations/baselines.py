@@ -146,7 +146,7 @@ def _client_app() -> Any:
     def train(msg: Message, context: Context) -> Message:
         import torch
 
-        from fedcompress.data import client_data
+        from fedcompress.data import client_data_for
         from fedcompress.models import build_model
         from fedcompress.seeding import torch_generator
         from fedcompress.training import make_loader, make_optimizer, train_epochs
@@ -159,15 +159,7 @@ def _client_app() -> Any:
         partition = int(context.node_config["partition-id"])
         model = build_model(cfg.model, width=cfg.width)
         model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict())
-        data = client_data(
-            partition,
-            cfg.num_clients,
-            samples_per_client=cfg.samples_per_client,
-            image_size=cfg.image_size,
-            non_iid=cfg.non_iid,
-            seed=cfg.seed,
-            dataset=cfg.dataset,
-        )
+        data = client_data_for(cfg, partition)
         loader = make_loader(data, cfg.batch_size, torch_generator(cfg.seed, "train", server_round, partition))
         loss = train_epochs(model, loader, make_optimizer(model, cfg.lr, cfg.momentum), cfg.local_epochs)
         reply = RecordDict(
@@ -271,35 +263,12 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
 
 def run_flower_dp(cfg: RunConfig, *, cpus_per_client: float = 1.0) -> dict[str, Any]:
     """Run Flower's client-side fixed-clipping DP baseline for ``cfg`` and return its ``result.json``."""
-    import logging
-
-    from flwr.simulation import run_simulation
-
-    from fedcompress.errors import RunError
-    from fedcompress.federation.results import read_result
-    from simulations.flower_env import prepare_flower_env
+    from simulations.simulate import run_apps
 
     check_runner_config("flower-dp", cfg)
-    out = Path(cfg.out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = cfg.replace(out_dir=str(out))
-    prepare_flower_env(out / ".flwr")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    cfg = cfg.replace(out_dir=str(Path(cfg.out_dir).resolve()))
     z = _noise_multiplier(cfg)
-    run_simulation(
-        server_app=_server_app(cfg, z),
-        client_app=_client_app(),
-        num_supernodes=cfg.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": cpus_per_client},
-            "init_args": {"logging_level": 30, "log_to_driver": True},
-        },
-        verbose_logging=False,
-    )
-    try:
-        return read_result(out)
-    except FileNotFoundError as e:
-        raise RunError(f"the Flower DP baseline wrote no result in {out}; see the log above") from e
+    return run_apps(_server_app(cfg, z), _client_app(), cfg, cpus_per_client=cpus_per_client)
 
 
 if __name__ == "__main__":

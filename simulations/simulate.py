@@ -12,7 +12,7 @@ from fedcompress.errors import RunError
 from fedcompress.federation.results import read_result
 from simulations.flower_env import prepare_flower_env
 
-__all__ = ["default_out_dir", "simulate"]
+__all__ = ["default_out_dir", "run_apps", "simulate"]
 
 
 def default_out_dir() -> Path:
@@ -32,18 +32,34 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
     quiet : bool
         Hide Flower's and Ray's INFO logs (our progress lines still print).
     """
-    from flwr.simulation import run_simulation
-
     from clients.app import app as client_app
     from server.app import build_server_app
 
     out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
     cfg = cfg.replace(out_dir=str(out))
+    result = run_apps(build_server_app(cfg), client_app, cfg, cpus_per_client=cpus_per_client, quiet=quiet)
+    if result["status"] == "running":
+        raise RunError(f"the simulation stopped before finishing (status 'running' in {out / 'result.json'})")
+    return result
+
+
+def run_apps(
+    server_app: Any, client_app: Any, cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
+) -> dict[str, Any]:
+    """Run a ServerApp and a ClientApp on ``num-clients`` virtual SuperNodes; return ``cfg.out_dir``'s result.
+
+    The one place a federation meets Flower's simulation engine (our apps, and the Flower DP baseline's).
+    ``cfg.out_dir`` must be absolute; Flower's home goes inside it.
+    """
+    from flwr.simulation import run_simulation
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     prepare_flower_env(out / ".flwr")
     if quiet:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(
-        server_app=build_server_app(cfg),
+        server_app=server_app,
         client_app=client_app,
         num_supernodes=cfg.num_clients,
         backend_config={
@@ -53,9 +69,6 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
         verbose_logging=False,
     )
     try:
-        result = read_result(out)
+        return read_result(out)
     except FileNotFoundError as e:
         raise RunError(f"the simulation wrote no result in {out}; see the log above") from e
-    if result["status"] == "running":
-        raise RunError(f"the simulation stopped before finishing (status 'running' in {out / 'result.json'})")
-    return result

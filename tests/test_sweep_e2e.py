@@ -28,6 +28,14 @@ TINY = """
     [[cells]]
     label = "tiny federation"
     [[cells]]
+    label = "flower dp baseline"
+    runner = "flower-dp"
+    dp = "client"
+    dp-noise = "central"
+    client-sampling = "poisson"
+    codec = "none"
+    target-epsilon = 8.0
+    [[cells]]
     label = "fails at run time"
     dataset = "{broken}"
     [audit]
@@ -65,9 +73,9 @@ def swept(tmp_path_factory):
 def test_a_tiny_grid_runs_for_real_and_a_failing_cell_does_not_stop_it(swept):
     _, out, first = swept
     assert first.returncode == 1, first.stdout + first.stderr  # one cell failed, the sweep went on
-    assert "[cell 1/2] round 1/1" in first.stdout  # round progress from the child
+    assert "[cell 1/3] round 1/1" in first.stdout  # round progress from the child
     by_label = {r["label"]: r for r in store.latest_records(store.read_records(out)).values()}
-    assert set(by_label) == {"tiny federation", "fails at run time"}
+    assert set(by_label) == {"tiny federation", "flower dp baseline", "fails at run time"}
     ok = by_label["tiny federation"]
     assert ok["status"] == "ok" and ok["run_status"] == "completed" and ok["error"] is None
     assert ok["final"]["psnr"] > 0 and len(ok["rounds"]) == 1
@@ -76,7 +84,10 @@ def test_a_tiny_grid_runs_for_real_and_a_failing_cell_does_not_stop_it(swept):
     failed = by_label["fails at run time"]
     assert failed["status"] == "failed" and "broken.npz" in failed["error"]
     assert (out / "cells" / failed["cell"] / "log.txt").is_file()
-    assert len((out / store.CSV_FILE).read_text().splitlines()) == 3
+    flower = by_label["flower dp baseline"]  # Flower's own DP wrapper, accounted by us
+    assert flower["status"] == "ok" and flower["final"]["uplink_bytes"] == flower["final"]["dense_uplink_bytes"]
+    assert flower["privacy"]["epsilon"] == pytest.approx(8.0, rel=0.05)
+    assert len((out / store.CSV_FILE).read_text().splitlines()) == 4
     audit = json.loads((out / "audit" / "audit.json").read_text())  # the grid's [audit], after the cells
     assert audit["config"]["iterations"] == 3 and audit["config"]["codecs"] == ["balanced"]
     assert {row["condition"] for row in audit["leakage"]} == {"none", "codec=balanced", "dp=8"}
@@ -86,7 +97,7 @@ def test_a_tiny_grid_runs_for_real_and_a_failing_cell_does_not_stop_it(swept):
 def test_rerun_skips_finished_cells_and_reruns_an_interrupted_one(swept):
     grid, out, _ = swept
     again = sweep(grid, out)
-    assert "2 already in the store, 0 to run" in again.stdout, again.stdout + again.stderr
+    assert "3 already in the store, 0 to run" in again.stdout, again.stdout + again.stderr
     assert "audit: already in" in again.stdout  # same [audit] settings: not run twice
     lines = (out / store.STORE_FILE).read_text().splitlines()
     victim = json.loads(lines[0])  # pretend the sweep was killed while this cell ran
@@ -95,7 +106,7 @@ def test_rerun_skips_finished_cells_and_reruns_an_interrupted_one(swept):
     result = json.loads((folder / "result.json").read_text())
     (folder / "result.json").write_text(json.dumps({**result, "status": "running"}))
     resumed = sweep(grid, out)
-    assert "1 already in the store, 1 to run" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert "2 already in the store, 1 to run" in resumed.stdout, resumed.stdout + resumed.stderr
     latest = store.latest_records(store.read_records(out))
     assert latest[victim["cell"]]["status"] == "ok"
     assert latest[victim["cell"]]["final"]["psnr"] == pytest.approx(victim["final"]["psnr"], abs=1e-6)

@@ -30,7 +30,7 @@ from fedcompress.audit.conditions import (
     public_images,
 )
 from fedcompress.audit.dp_check import check_client_level_dp, client_level_mechanism
-from fedcompress.audit.inversion import THREAT_MODEL, InversionConfig, Reconstruction
+from fedcompress.audit.inversion import THREAT_MODEL, Reconstruction
 from fedcompress.audit.jobs import AttackJob, AttackResult, run_jobs
 from fedcompress.audit.report import leakage_table, save_grid, write_json
 from fedcompress.audit.scoring import mean_image_baseline, score_reconstruction
@@ -58,15 +58,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
         jobs: dict[str, AttackJob] = {}
         for case in cases:
             jobs.setdefault(case.key, case.job)
-        attack = InversionConfig(
-            iterations=config.iterations,
-            restarts=config.restarts,
-            lr=config.attack_lr,
-            tv_weight=config.tv_weight,
-            tv_final=config.tv_final,
-            noise_weight=config.noise_weight,
-            seed=config.seed,
-        )
+        attack = config.inversion_config()
         results = run_jobs(
             list(jobs.values()),
             model,

@@ -11,11 +11,14 @@ import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedcompress.codec import parse_spec
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedcompress.audit.inversion import InversionConfig
 
 __all__ = ["MODEL_INITS", "AuditConfig", "load_audit_config"]
 
@@ -138,6 +141,20 @@ class AuditConfig:
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"audit setting {key!r} = {value!r} has the wrong shape: {e}") from e
         return cls(**kwargs)
+
+    def inversion_config(self) -> InversionConfig:
+        """The attack's settings (:class:`fedcompress.audit.inversion.InversionConfig`; imports torch)."""
+        from fedcompress.audit.inversion import InversionConfig
+
+        return InversionConfig(
+            iterations=self.iterations,
+            restarts=self.restarts,
+            lr=self.attack_lr,
+            tv_weight=self.tv_weight,
+            tv_final=self.tv_final,
+            noise_weight=self.noise_weight,
+            seed=self.seed,
+        )
 
     def quick(self) -> AuditConfig:
         """A smoke-test size: batch 1, one step, the balanced codec, DP at epsilon 8, 150 iterations x 2."""
