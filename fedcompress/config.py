@@ -16,7 +16,7 @@ from typing import Any
 
 from fedcompress.errors import ConfigError
 
-__all__ = ["RunConfig", "load_config_file", "parse_overrides"]
+__all__ = ["RunConfig", "load_config_file", "parse_overrides", "toml_document", "toml_value"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "client_sampling": ("fixed", "poisson"),
@@ -245,3 +245,26 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from e
     table = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config")
     return dict(table if table is not None else data)
+
+
+def toml_value(value: Any) -> str:
+    """A setting as TOML: bool, int, finite float, str (escaped basic string) or a list of these."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"settings written as TOML must be finite, got {value!r}")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = "".join(ch if ch >= " " and ch not in '"\\\x7f' else f"\\u{ord(ch):04x}" for ch in value)
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ValueError(f"settings written as TOML are bool, int, float, str or lists of them, got {value!r}")
+
+
+def toml_document(settings: Mapping[str, Any]) -> str:
+    """Settings as a flat TOML document (``flwr run --run-config FILE``, ``fedcompress audit --config FILE``)."""
+    return "".join(f"{key} = {toml_value(value)}\n" for key, value in settings.items())

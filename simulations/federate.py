@@ -23,7 +23,6 @@ the SuperLink and SuperNodes SIGTERM (PR_SET_PDEATHSIG), and Flower's children f
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
@@ -33,17 +32,23 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedcompress.config import RunConfig
+from fedcompress.config import RunConfig, toml_document, toml_value
 from fedcompress.errors import RunError
 from fedcompress.federation.results import RESULT_FILE, read_result
 from simulations.flower_env import flower_env
+from simulations.processes import (
+    CLI_TIMEOUT_S,
+    ProcessGroup,
+    sigterm_to_interrupt,
+    strip_colours,
+    tail_log,
+)
 from simulations.simulate import default_out_dir
 
 if TYPE_CHECKING:
@@ -55,8 +60,6 @@ __all__ = [
     "TOKEN_VARIABLE",
     "LocalFederation",
     "federate",
-    "process_alive",
-    "run_config_toml",
     "stage_app",
 ]
 
@@ -65,14 +68,11 @@ MAX_SUPERNODES = 64
 TOKEN_VARIABLE = "FEDCOMPRESS_FEDERATION_TOKEN"
 APP_ROOT = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
-_GRACE_S = 5.0
 _START_TIMEOUT_S = 90.0
-_CLI_TIMEOUT_S = 120.0
 _LS_EVERY_S = 15.0
 _POLL_S = 3.0
 _FAB_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".json", ".jsonl")
 _FAB_NAMES = (".gitignore", ".editorconfig", "LICENSE")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PROGRESS = re.compile(r"^(\[round \d+/\d+\]|round \d+: |resuming |stopped before round|result: )")
 
 
@@ -80,213 +80,7 @@ def _say(started: float, text: str) -> None:
     print(f"[federate {time.monotonic() - started:6.1f}s] {text}", flush=True)
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(_ANSI.sub("", text).splitlines()[-lines:]) or f"({path} is empty)"
-
-
-# ====================================================================================== processes by PID
-# A PID is only "ours" together with its start time (clock ticks since boot, /proc/PID/stat field 22), so a
-# PID the kernel has reused for someone else's process is never signalled.
-_Stat = tuple[int, str, int]  # (parent pid, state letter, start time)
-
-
-def _stat(pid: int) -> _Stat | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rfind(")") + 2 :].split()
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def _proc_table() -> dict[int, _Stat]:
-    """``pid -> (parent pid, state, start time)`` for every process in /proc (empty off Linux)."""
-    if not os.path.isdir("/proc"):
-        return {}
-    stats = {int(e): _stat(int(e)) for e in os.listdir("/proc") if e.isdigit()}
-    return {pid: stat for pid, stat in stats.items() if stat is not None}
-
-
-def _has_token(pid: int, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _death_signal_setter() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes Linux SIGTERM the child when we die, even by SIGKILL (PR_SET_PDEATHSIG).
-
-    ``prctl`` is looked up here, in the parent, so the child between fork and exec only makes one C call.
-    """
-    if sys.platform != "linux":
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig, sigterm = ctypes.c_int(1), ctypes.c_ulong(signal.SIGTERM)
-
-    def set_death_signal() -> None:
-        prctl(pr_set_pdeathsig, sigterm)
-
-    return set_death_signal
-
-
-def process_alive(pid: int, start_time: int | None = None) -> bool:
-    """Whether ``pid`` is a live process (and, if given, the one that started at ``start_time``).
-
-    A zombie, which only waits for its parent to reap it, counts as gone. ``start_time`` is ignored off Linux.
-    """
-    stat = _stat(pid)
-    if stat is not None:
-        return stat[1] not in "ZX" and (start_time is None or stat[2] == start_time)
-    if os.path.isdir("/proc"):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, but belongs to someone else
-    return True
-
-
-class _Processes:
-    """The processes of one federation: started in their own sessions, found again by tree and token."""
-
-    def __init__(self, logs: Path, env: Mapping[str, str], token: str, started: float):
-        self.logs = logs
-        self.env = dict(env)
-        self.marker = f"{TOKEN_VARIABLE}={token}".encode()
-        self.started = started
-        self.popens: dict[str, subprocess.Popen[bytes]] = {}
-        self.seen: dict[int, tuple[str, int]] = {}  # pid -> (role, start time)
-
-    def start(self, role: str, cmd: list[str], log_name: str | None = None) -> subprocess.Popen[bytes]:
-        """Start ``cmd`` in a new session with its output in ``logs/<log_name or role>.log``."""
-        with (self.logs / f"{log_name or role}.log").open("ab") as log:
-            popen = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.logs,
-                start_new_session=True,
-                preexec_fn=_death_signal_setter(),
-            )
-        self.popens[role] = popen
-        stat = _stat(popen.pid)
-        self.seen[popen.pid] = (role, stat[2] if stat else -1)
-        self.record()
-        return popen
-
-    def run(self, cmd: list[str], timeout: float = _CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        """Run a short ``flwr`` CLI command to completion (it gets the token too, so it is never leaked)."""
-        return subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.logs,
-            timeout=timeout,
-            start_new_session=True,
-            check=False,
-        )
-
-    def check_alive(self, roles: list[str]) -> None:
-        """Raise ``RunError`` naming the first of ``roles`` that has exited, with the tail of its log."""
-        for role in roles:
-            code = self.popens[role].poll()
-            if code is not None:
-                log = self.logs / f"{role}.log"
-                raise RunError(
-                    f"{role} (pid {self.popens[role].pid}) exited with code {code} while the federation was "
-                    f"running; last lines of {log}:\n{_tail(log)}"
-                )
-
-    def members(self) -> list[int]:
-        """Live PIDs of every process we started, their descendants, and anything carrying our token."""
-        table = _proc_table()
-        if not table:  # not Linux: only what we started ourselves
-            return [p.pid for p in self.popens.values() if p.poll() is None]
-        ours = {pid for pid, (_, start) in self.seen.items() if pid in table and table[pid][2] == start}
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
-            children.setdefault(ppid, []).append(pid)
-        stack = list(ours)
-        while stack:
-            for child in children.get(stack.pop(), []):
-                if child not in ours:
-                    ours.add(child)
-                    stack.append(child)
-        ours |= {pid for pid in table if pid != os.getpid() and _has_token(pid, self.marker)}
-        for pid in ours - self.seen.keys():
-            self.seen[pid] = ("child", table[pid][2])
-        return sorted(pid for pid in ours if table[pid][1] not in "ZX")
-
-    def record(self) -> None:
-        """Write ``logs/pids.txt``: every PID seen so far, with its role."""
-        lines = [f"# {self.marker.decode()}", "# pid start-time role"]
-        lines += [f"{pid} {start} {role}" for pid, (role, start) in sorted(self.seen.items())]
-        (self.logs / "pids.txt").write_text("\n".join(lines) + "\n")
-
-    def _signal(self, pids: list[int], sig: int) -> None:
-        for popen in self.popens.values():
-            if popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(popen.pid, sig)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-    def stop(self, grace: float = _GRACE_S) -> None:
-        """Stop everything: SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left, reap our children."""
-        alive = self.members()
-        self.record()
-        if alive:
-            self._signal(alive, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while alive and time.monotonic() < deadline:
-                time.sleep(0.2)
-                alive = self.members()
-        for _ in range(3):
-            if not alive:
-                break
-            self._signal(alive, signal.SIGKILL)
-            time.sleep(0.5)
-            alive = self.members()
-        for popen in self.popens.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=2.0)
-        self.record()
-        if alive:
-            _say(self.started, f"warning: could not stop {sorted(alive)}")
-        else:
-            _say(self.started, f"stopped all {len(self.seen)} processes (PIDs in {self.logs / 'pids.txt'})")
-
-
 # ====================================================================================== helpers
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _sigterm_to_interrupt() -> bool:
-    """Make SIGTERM raise ``KeyboardInterrupt`` (so clean-up runs), if it has its default action here.
-
-    Only in the main thread, and never over a handler someone else installed. Returns whether it did.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return False
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    return True
-
-
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports that are free now (held together so none repeats)."""
     sockets = []
@@ -352,27 +146,6 @@ def stage_app(root: Path, dest: Path, *, exclude: tuple[Path, ...] = ()) -> Path
     return dest
 
 
-def _toml_value(value: Any) -> str:
-    """One run-config value as TOML (strings as basic strings with escapes; floats must be finite)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"run-config values must be finite, got {value!r}")
-        return repr(value)
-    if isinstance(value, str):
-        escaped = "".join(ch if ch >= " " and ch not in '"\\\x7f' else f"\\u{ord(ch):04x}" for ch in value)
-        return f'"{escaped}"'
-    raise ValueError(f"run-config values are bool, int, float or str, got {value!r}")
-
-
-def run_config_toml(settings: Mapping[str, Any]) -> str:
-    """The run config as a flat TOML document (what ``flwr run --run-config FILE.toml`` reads)."""
-    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in settings.items())
-
-
 def _cli_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The JSON object a ``flwr ... --format json`` command printed, or ``{}``."""
     text = result.stdout
@@ -400,7 +173,7 @@ class _ProgressTail:
         end = data.rfind(b"\n") + 1
         self.offset += end
         for line in data[:end].decode(errors="replace").splitlines():
-            line = _ANSI.sub("", line).strip()
+            line = strip_colours(line).strip()
             if _PROGRESS.match(line):
                 self.say(f"server: {line}")
 
@@ -443,11 +216,11 @@ class LocalFederation:
         self.port = 0
         self.certs: Certificates | None = None
         self._tools = {name: _tool(name) for name in ("flower-superlink", "flower-supernode", "flwr")}
-        self._procs: _Processes | None = None
+        self._procs: ProcessGroup | None = None
         self._own_sigterm = False
 
     def __enter__(self) -> LocalFederation:
-        self._own_sigterm = _sigterm_to_interrupt()
+        self._own_sigterm = sigterm_to_interrupt()
         try:
             self.start()
         except BaseException:
@@ -463,7 +236,7 @@ class LocalFederation:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     @property
-    def procs(self) -> _Processes:
+    def procs(self) -> ProcessGroup:
         """The process registry (only while started)."""
         if self._procs is None:
             raise RuntimeError("the federation is not started")
@@ -485,7 +258,7 @@ class LocalFederation:
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # Flower spawns flower-superexec
             TOKEN_VARIABLE: uuid.uuid4().hex,
         }
-        self._procs = _Processes(self.logs, env, env[TOKEN_VARIABLE], self.started)
+        self._procs = ProcessGroup(self.logs, env, TOKEN_VARIABLE, lambda text: _say(self.started, text))
         if self.tls:
             from simulations.tls import make_certificates
 
@@ -527,7 +300,7 @@ class LocalFederation:
                 log = self.logs / f"{next(iter(waiting))}.log"
                 raise RunError(
                     f"{', '.join(waiting)} did not listen within {self.start_timeout:.0f} s; "
-                    f"last lines of {log}:\n{_tail(log)}"
+                    f"last lines of {log}:\n{tail_log(log)}"
                 )
             if waiting:
                 time.sleep(0.2)
@@ -572,14 +345,14 @@ class LocalFederation:
         self.say(f"{n} supernodes up (runtime ports {', '.join(map(str, ports))})")
 
     def _write_connection(self) -> None:
-        auth = f"root-certificates = {_toml_value(str(self._tls().ca_cert))}\n" if self.tls else "insecure = true\n"
+        auth = f"root-certificates = {toml_value(str(self._tls().ca_cert))}\n" if self.tls else "insecure = true\n"
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f"address = {_toml_value(f'{_HOST}:{self.port}')}\n{auth}"
+            f"address = {toml_value(f'{_HOST}:{self.port}')}\n{auth}"
         )
 
     # ------------------------------------------------------------------ runs
-    def flwr(self, *args: str, timeout: float = _CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    def flwr(self, *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         """Run ``flwr <args>`` with this federation's FLWR_HOME (its connection is named ``CONNECTION``)."""
         return self.procs.run([self._tools["flwr"], *args], timeout=timeout)
 
@@ -589,7 +362,7 @@ class LocalFederation:
         Returns the run ID, and starts ``flwr log --stream`` into ``logs/serverapp.log``.
         """
         config_file = self.logs / "run-config.toml"
-        config_file.write_text(run_config_toml(settings))
+        config_file.write_text(toml_document(settings))
         staged = stage_app(app, self.flwr_home / "staged-app", exclude=(self.out,))
         result = self.flwr("run", str(staged), CONNECTION, "--run-config", str(config_file), "--format", "json")
         (self.logs / "flwr-run.log").write_text(result.stdout + result.stderr)
@@ -597,7 +370,7 @@ class LocalFederation:
         if result.returncode != 0 or not reply.get("success") or not reply.get("run-id"):
             raise RunError(
                 f"flwr run did not start a run (exit code {result.returncode}): "
-                f"{reply.get('error-message') or _tail(self.logs / 'flwr-run.log', 15)}"
+                f"{reply.get('error-message') or tail_log(self.logs / 'flwr-run.log', 15)}"
             )
         run_id = int(reply["run-id"])
         self.say(f"submitted run {run_id} (app {app}, settings {config_file})")
@@ -659,7 +432,7 @@ class LocalFederation:
                 log = self.logs / "serverapp.log"
                 raise RunError(
                     f"run {run_id} did not finish before the timeout (status {status!r}); "
-                    f"last lines of {log}:\n{_tail(log)}"
+                    f"last lines of {log}:\n{tail_log(log)}"
                 )
             time.sleep(max(0.0, min(1.0, deadline - now)))
 
@@ -724,7 +497,7 @@ def federate(
         log = out / "logs" / "serverapp.log"
         raise RunError(
             f"run {run_id} ended {info['status']!r} ({info.get('status-details', '')}); "
-            f"last lines of {log} (also see superlink.log there):\n{_tail(log)}"
+            f"last lines of {log} (also see superlink.log there):\n{tail_log(log)}"
         )
     try:
         return read_result(out)

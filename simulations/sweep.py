@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import RunConfig, parse_overrides
+from fedcompress.config import RunConfig, parse_overrides, toml_document
 from fedcompress.errors import ConfigError, RunError
 from fedcompress.files import atomic_write_text
 
@@ -420,8 +420,7 @@ class SweepRunner:
             print(f"audit: already in {folder}", flush=True)
             return True
         settings = folder / "audit.toml"
-        # TOML and JSON agree on the strings, numbers, booleans and arrays an audit configuration holds.
-        atomic_write_text(settings, "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.sweep.audit.items()))
+        atomic_write_text(settings, toml_document(self.sweep.audit))
         print(f"audit: running -> {folder}", flush=True)
         command = [sys.executable, "-m", "fedcompress.cli", "audit", "--config", str(settings), "--out", str(folder)]
         code = subprocess.run(command, env={**os.environ, **dict.fromkeys(_ONE_THREAD, "1")}, check=False).returncode

@@ -1,9 +1,10 @@
+import math
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from fedcompress.config import RunConfig, load_config_file, parse_overrides
+from fedcompress.config import RunConfig, load_config_file, parse_overrides, toml_document
 from fedcompress.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +74,17 @@ def test_overrides_and_config_files(tmp_path):
     broken.write_text("num-rounds = = 3")
     with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_config_file(broken)
+
+
+def test_toml_document_round_trips_run_and_audit_settings_and_awkward_strings():
+    from fedcompress.audit.settings import AuditConfig
+
+    awkward = {"codec": "topk:0.01 + q'8' + \"zstd\"", "pre-noise": "a\\b\nc\tdé\x7f"}
+    settings = {**RunConfig().to_dict(), **awkward}
+    assert tomllib.loads(toml_document(settings)) == settings
+    audit = AuditConfig().to_dict()  # nested lists: targets, combined
+    assert AuditConfig.from_mapping(tomllib.loads(toml_document(audit))) == AuditConfig()
+    with pytest.raises(ValueError, match="finite"):
+        toml_document({"lr": math.inf})
+    with pytest.raises(ValueError, match="lists of them"):
+        toml_document({"x": {"a": 1}})

@@ -16,10 +16,9 @@ from simulations.federate import (
     MAX_SUPERNODES,
     TOKEN_VARIABLE,
     federate,
-    process_alive,
-    run_config_toml,
     stage_app,
 )
+from simulations.processes import process_alive
 from simulations.tls import make_certificates
 
 TINY = {
@@ -94,14 +93,6 @@ def test_a_finished_run_folder_is_refused_before_any_process_starts(tmp_path, no
     with pytest.raises(ValueError, match="already holds a run"):
         federate(tiny(tmp_path))
     assert not (tmp_path / "logs").exists()
-
-
-def test_run_config_toml_round_trips_every_setting_and_awkward_strings():
-    awkward = {"codec": "topk:0.01 + q'8' + \"zstd\"", "pre-noise": "a\\b\nc\tdé\x7f"}
-    settings = {**RunConfig().to_dict(), **awkward}
-    assert tomllib.loads(run_config_toml(settings)) == settings
-    with pytest.raises(ValueError, match="finite"):
-        run_config_toml({"lr": math.inf})
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Flower's own pathspec and click use
