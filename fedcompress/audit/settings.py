@@ -157,7 +157,10 @@ class AuditConfig:
         )
 
     def quick(self) -> AuditConfig:
-        """A smoke-test size: batch 1, one step, the balanced codec, DP at epsilon 8, 150 iterations x 2."""
+        """A smoke-test size: batch 1, one step, the balanced codec, DP at epsilon 8, 150 iterations x 4.
+
+        Four restarts, not fewer: the winner is the best of several starts (2 gave 11.9 dB at seed 0, 4 gave 17.7).
+        """
         return dataclasses.replace(
             self,
             targets=((1, 1),),
@@ -166,7 +169,7 @@ class AuditConfig:
             epsilons=(8.0,),
             combined=(),
             iterations=150,
-            restarts=2,
+            restarts=4,
             dp_check_codecs=("none",),
             dp_check_trials=1000,
         )
