@@ -24,7 +24,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "dp": ("none", "sample", "client"),
     "dp_noise": ("local", "central"),
     "accountant": ("prv", "rdp"),
-    "release": ("all", "minimal"),
+    "dp_randomness": ("secret", "seeded"),
+    "release": ("auto", "all", "minimal"),
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -96,7 +97,8 @@ class RunConfig:
     delta: float = 1e-5
     accountant: str = "prv"
     max_epsilon: float = 0.0
-    release: str = "all"
+    dp_randomness: str = "secret"
+    release: str = "auto"
     round_timeout: float = 300.0
     distill: bool = False
     student_width: int = 4
@@ -140,6 +142,18 @@ class RunConfig:
         """Whether any differential privacy is applied."""
         return self.dp != "none"
 
+    @property
+    def minimal_release(self) -> bool:
+        """Whether clients withhold what the epsilon does not cover (``release``; "auto" = minimal when private)."""
+        return self.release == "minimal" or (self.release == "auto" and self.private)
+
+    @property
+    def delta_population(self) -> tuple[int, str]:
+        """N for the delta policy, and what it counts: records per client (sample level) or clients."""
+        if self.dp == "sample":
+            return self.samples_per_client, "records per client (samples-per-client)"
+        return self.num_clients, "clients (num-clients)"
+
     def _check_relations(self) -> None:
         from fedcompress.codec import parse_spec  # lazy: the codec pulls in numpy/zstd, config stays light
 
@@ -173,6 +187,12 @@ class RunConfig:
             raise ConfigError(
                 f"pre-noise={self.pre_noise!r} only applies with dp='client' and dp-noise='local' "
                 f"(got dp={self.dp!r}, dp-noise={self.dp_noise!r})"
+            )
+        if self.private and self.delta >= 1.0 / self.delta_population[0]:
+            n, what = self.delta_population
+            raise ConfigError(
+                f"delta={self.delta:g} is at least 1/n for n={n} {what}: a mechanism that publishes one record "
+                f"in the clear satisfies such a delta. Use delta < {1.0 / n:g} (at most 1/(10 n) = {0.1 / n:g})"
             )
         if self.dp == "client" and self.dp_noise == "central" and self.client_sampling != "poisson":
             raise ConfigError(

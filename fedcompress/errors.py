@@ -5,7 +5,14 @@ Bad arguments raise ``ValueError`` naming the parameter; these classes are for f
 
 from __future__ import annotations
 
-__all__ = ["CodecError", "ConfigError", "FedCompressError", "PrivacyBudgetExhausted", "RunError"]
+__all__ = [
+    "CodecError",
+    "ConfigError",
+    "FedCompressError",
+    "PrivacyBudgetExhausted",
+    "PrivacyPolicyError",
+    "RunError",
+]
 
 
 class FedCompressError(Exception):
@@ -22,6 +29,10 @@ class ConfigError(FedCompressError, ValueError):
 
 class PrivacyBudgetExhausted(FedCompressError):  # noqa: N818 (the name says what happened)
     """The next round would take epsilon past the configured ``max-epsilon``."""
+
+
+class PrivacyPolicyError(FedCompressError):
+    """A client refuses a request below its own privacy floor (noise, budget, pre-noise stages, randomness)."""
 
 
 class RunError(FedCompressError):

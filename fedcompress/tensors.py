@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Layout", "check_finite", "flatten", "global_norm", "to_numpy_update", "unflatten"]
+__all__ = ["Layout", "check_finite", "flatten", "global_norm", "to_numpy_update", "unflatten", "weighted_mean"]
 
 # (name, shape) per tensor, in order: enough to rebuild a mapping from a flat vector.
 Layout = list[tuple[str, tuple[int, ...]]]
@@ -57,3 +57,15 @@ def check_finite(update: Mapping[str, np.ndarray], what: str = "update") -> None
     for name, value in update.items():
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{what}[{name!r}] contains NaN or Inf")
+
+
+def weighted_mean(updates: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]) -> dict[str, np.ndarray]:
+    """The float32 mean of same-shaped updates weighted by ``weights`` (positive; summed in float64, in order)."""
+    if not updates or len(updates) != len(weights):
+        raise ValueError(f"need as many weights as updates (at least one), got {len(weights)} and {len(updates)}")
+    share = np.asarray(weights, dtype=np.float64)
+    share = share / share.sum()
+    return {
+        name: sum(w * u[name].astype(np.float64) for w, u in zip(share, updates, strict=True)).astype(np.float32)
+        for name in updates[0]
+    }

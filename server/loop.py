@@ -1,7 +1,9 @@
 """The round loop of the ServerApp.
 
-Labelled sections like Flower's ``Strategy.start``, plus what a real
-federation needs: a handshake, seeded sampling, a privacy budget, byte counts, checkpoints and resume.
+Labelled sections like Flower's ``Strategy.start``, plus what a real federation needs: a handshake, sampling,
+a privacy budget, byte counts, checkpoints and resume. Everything that depends on the privacy mode is a method of
+the run's :class:`~fedcompress.privacy.mechanisms.ServerMechanism`; every release is charged, and the charge is
+on disk (``privacy-state.json``), before the round's messages leave.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from flwr.serverapp import Grid
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
 from fedcompress.federation import downlink
-from fedcompress.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
+from fedcompress.federation.checkpoint import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    load_checkpoint,
+    load_privacy_state,
+    save_checkpoint,
+    save_privacy_state,
+)
 from fedcompress.federation.evaluation import Evaluator
-from fedcompress.federation.privacy_plan import PrivacyPlan
 from fedcompress.federation.results import RESULT_FILE, RunRecorder, format_table
 from fedcompress.federation.sampling import sample_clients
 from fedcompress.federation.server_optimizer import ServerOptimizer
 from fedcompress.federation.weights import initial_weights, save_arrays
-from fedcompress.privacy import NOT_COVERED, LedgerEntry, check_order
+from fedcompress.privacy import PrivacyLedger, check_order
+from fedcompress.privacy.mechanisms import ServerMechanism, server_mechanism
 from server.records import payload_record
-from server.strategy import CompressedFedAvg
+from server.strategy import CompressedFedAvg, RoundOutcome
 
 __all__ = ["WEIGHTS_FILE", "run_server"]
 
@@ -53,33 +62,43 @@ def _client_config(cfg: RunConfig, out: Path, noise: float) -> dict[str, Any]:
     return settings
 
 
+def _refuse_seeded_noise_outside_simulation(grid: Grid, cfg: RunConfig) -> None:
+    """Noise from the public seed is for simulation studies: never against a deployment's SuperLink."""
+    if cfg.private and cfg.dp_randomness != "secret" and type(grid).__name__ != "InMemoryGrid":
+        raise ConfigError(
+            f"dp-randomness={cfg.dp_randomness!r} derives DP noise from the public seed (no guarantee against "
+            "anyone who knows it); it is refused outside Flower's simulation engine"
+        )
+
+
 def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     """Run the whole federation and return the written result."""
     # --- set-up ---------------------------------------------------------------------------------------
     check_order(cfg)
+    _refuse_seeded_noise_outside_simulation(grid, cfg)
     out = resolve_out_dir(cfg)
-    plan = PrivacyPlan(cfg)
+    mechanism = server_mechanism(cfg)
+    for line in mechanism.start_lines():
+        print(line, flush=True)
     evaluator = Evaluator(cfg)
     optimizer = ServerOptimizer(lr=cfg.server_lr, momentum=cfg.server_momentum)
     weights = initial_weights(cfg)
     recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
+    ledger = PrivacyLedger()
     start_round = 1
     if cfg.resume and (out / CHECKPOINT_FILE).exists():
         ckpt = load_checkpoint(out)
         weights, start_round = ckpt.weights, ckpt.round + 1
         optimizer.load_state_dict(ckpt.optimizer)
-        plan.load_state_dict(ckpt.meta["privacy_plan"])
+        _load_privacy(mechanism, out, ckpt.meta)
+        ledger = PrivacyLedger.from_dict(ckpt.meta.get("privacy", {}))
         recorder.rounds, recorder.baseline = ckpt.meta["rows"], ckpt.meta["baseline"]
-        recorder.privacy = ckpt.meta.get("privacy", {})
         print(f"resuming {out} after round {ckpt.round}", flush=True)
     else:
         recorder.baseline = {"round": 0, **evaluator(weights)}
-    if cfg.private:
-        recorder.privacy = {
-            "noise_multiplier": plan.noise_multiplier,
-            "ledger": recorder.privacy.get("ledger", []),
-        }
-    strategy = CompressedFedAvg(cfg)
+    if mechanism.private:
+        recorder.privacy = ledger.to_dict()
+    strategy = CompressedFedAvg(cfg, mechanism)
     strategy.discover(grid, expected=cfg.num_clients, timeout=cfg.round_timeout)
     status, message = "completed", ""
 
@@ -91,55 +110,45 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             scheme=cfg.client_sampling,
             fraction=cfg.fraction_train,
             min_clients=cfg.min_clients,
-            seed=cfg.seed,
-            server_round=server_round,
+            generator=mechanism.sampling_generator(server_round),
         )
-        if plan.would_exceed_budget(selected):
+        if mechanism.would_exceed_budget(selected):
             status = "budget_exhausted"
             message = (
-                f"stopped before round {server_round}: it would take epsilon to {plan.predict(selected):.4g}, "
-                f"past max-epsilon={cfg.max_epsilon}"
+                f"stopped before round {server_round}: it would take epsilon to "
+                f"{mechanism.predict(selected):.4g}, past max-epsilon={cfg.max_epsilon}"
             )
             print(message, flush=True)
             break
-        # --- send and receive ------------------------------------------------------------------------
+        # --- charge, send and receive ------------------------------------------------------------------
         payload = downlink.broadcast(weights, cfg, server_round)
-        strategy.prepare_round(selected, weights, plan.noise_multiplier)
-        config = ConfigRecord(_client_config(cfg, out, plan.noise_multiplier))
+        strategy.prepare_round(selected, weights)
+        config = ConfigRecord(_client_config(cfg, out, mechanism.noise_multiplier))
         messages = list(strategy.configure_train(server_round, payload_record(payload), config, grid))
+        mechanism.charge(selected)  # a client that is sent work spends budget, whatever happens next
+        save_privacy_state(out, server_round, mechanism.state_dict())
         replies = grid.send_and_receive(messages, timeout=cfg.round_timeout) if messages else []
         # --- decode, aggregate, step -----------------------------------------------------------------
-        delta_record, _ = strategy.aggregate_train(server_round, replies)
-        decoded = strategy.last_round
-        if decoded is None:
-            raise RuntimeError("aggregate_train did not record the round it decoded")
-        skipped = delta_record is None
-        if delta_record is None:
+        outcome = strategy.aggregate_replies(server_round, replies)
+        mechanism.check_reported(outcome.client_metrics)
+        if outcome.delta is None:
             print(
-                f"round {server_round}: only {len(decoded.updates)} usable replies "
+                f"round {server_round}: only {len(outcome.decoded.updates)} usable replies "
                 f"(min-clients={cfg.min_clients}); round skipped, model unchanged",
                 flush=True,
             )
         else:
-            delta = {k: v.numpy() for k, v in delta_record.items()}
-            weights = optimizer.step(weights, delta)
-        for partition, reason in sorted(decoded.failures.items()):
+            weights = optimizer.step(weights, outcome.delta)
+        for partition, reason in sorted(outcome.decoded.failures.items()):
             log.warning("round %s: client %s failed: %s", server_round, partition, reason)
-        entry = plan.commit(server_round, selected) if (not skipped or cfg.dp == "client") else None
-        # --- evaluate, record, checkpoint ------------------------------------------------------------
-        row = _round_row(
-            server_round,
-            evaluator(weights),
-            decoded,
-            strategy,
-            len(payload) * len(messages),
-            time.monotonic() - t0,
-            skipped,
-            entry,
-        )
+        entry = mechanism.entry(server_round)
         if entry is not None:
-            recorder.privacy.setdefault("ledger", []).append(entry.to_dict())
-        recorder.record_round(row, cfg.num_rounds)
+            ledger.record(entry)
+            recorder.privacy = ledger.to_dict()
+        # --- evaluate, record, checkpoint ------------------------------------------------------------
+        row = _round_row(server_round, evaluator(weights), outcome, len(payload) * len(messages), time.monotonic() - t0)
+        row["epsilon"] = None if entry is None else entry.epsilon
+        recorder.record_round(mechanism.public_row(row), cfg.num_rounds)
         save_checkpoint(
             out,
             Checkpoint(
@@ -150,15 +159,13 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                     "rows": recorder.rounds,
                     "baseline": recorder.baseline,
                     "privacy": recorder.privacy,
-                    "privacy_plan": plan.state_dict(),
+                    "privacy_state": mechanism.state_dict(),
                 },
             ),
         )
 
     # --- finish -----------------------------------------------------------------------------------------
     save_arrays(out / WEIGHTS_FILE, weights)
-    if cfg.private:
-        recorder.privacy.update(_privacy_summary(plan, cfg))
     extra: dict[str, Any] = {"message": message, "weights": WEIGHTS_FILE}
     if cfg.distill:
         extra["edge"] = _distill(weights, cfg, out)
@@ -168,17 +175,20 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     return result
 
 
+def _load_privacy(mechanism: ServerMechanism, out: Path, meta: dict[str, Any]) -> None:
+    """The charges as of the last send: ``privacy-state.json`` when it is newer than the checkpoint."""
+    saved = load_privacy_state(out)
+    state = saved["state"] if saved and saved["round"] > meta["round"] else meta.get("privacy_state", {})
+    try:
+        mechanism.load_state_dict(state)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
 def _round_row(
-    server_round: int,
-    scores: dict[str, float],
-    decoded: Any,
-    strategy: CompressedFedAvg,
-    downlink_bytes: int,
-    seconds: float,
-    skipped: bool,
-    entry: LedgerEntry | None,
+    server_round: int, scores: dict[str, float], outcome: RoundOutcome, downlink_bytes: int, seconds: float
 ) -> dict[str, Any]:
-    metrics = strategy.last_client_metrics
+    decoded, metrics = outcome.decoded, outcome.client_metrics
     return {
         "round": server_round,
         **scores,
@@ -189,8 +199,7 @@ def _round_row(
         "clients_failed": len(decoded.failures),
         "failures": {str(k): v for k, v in sorted(decoded.failures.items())},
         "seconds": seconds,
-        "skipped": skipped,
-        "epsilon": None if entry is None else entry.epsilon,
+        "skipped": outcome.skipped,
         "client_epsilon_reported": max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),
     }
 
@@ -206,8 +215,3 @@ def _distill(weights: dict[str, Any], cfg: RunConfig, out: Path) -> dict[str, An
         log.error("edge model failed: %s", e)
         return {"error": f"{type(e).__name__}: {e}"}
     return {"edge_json": "edge/edge.json", "rows": report["rows"], "targets": report.get("targets")}
-
-
-def _privacy_summary(plan: PrivacyPlan, cfg: RunConfig) -> dict[str, Any]:
-    entry = plan.entry(plan.rounds_released)
-    return {**entry.to_dict(), "summary": entry.describe(), "not_covered": NOT_COVERED}

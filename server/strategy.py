@@ -1,13 +1,15 @@
 """CompressedFedAvg: a Flower strategy whose messages carry codec payloads instead of dense weights.
 
 It owns the Flower side of a round (messages in, messages out) and hands plain bytes and arrays to
-``fedcompress.federation`` for the rest. Client sampling is seeded by (seed, round) over partition ids, learned
-once by a handshake, so a resumed run samples exactly like an uninterrupted one (Flower's own sampler uses the
-global RNG and waits for nodes without a timeout).
+``fedcompress.federation`` (decoding) and to the privacy mechanism (aggregation: a weighted mean, or central
+DP's noisy sum, which wraps it). Clients are addressed by partition id, learned once by a handshake; the loop
+samples them with the mechanism's generator (Flower's own sampler uses the global RNG and waits for nodes
+without a timeout). :meth:`CompressedFedAvg.aggregate_replies` returns a typed :class:`RoundOutcome`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -19,12 +21,27 @@ from flwr.serverapp.strategy import Strategy
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
-from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, aggregate_updates, decode_updates
+from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, decode_updates
+from fedcompress.privacy.mechanisms import ServerMechanism
 from server.records import payload_from_record
 
-__all__ = ["CompressedFedAvg"]
+__all__ = ["CompressedFedAvg", "RoundOutcome"]
 
 log = logging.getLogger("fedcompress")
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundOutcome:
+    """What a round's replies came to: the aggregated delta (None when skipped), what decoded, what clients said."""
+
+    delta: dict[str, np.ndarray] | None
+    decoded: DecodedRound
+    client_metrics: dict[int, dict[str, float | int]]
+
+    @property
+    def skipped(self) -> bool:
+        """True when too few replies were usable and the model stays as it was."""
+        return self.delta is None
 
 
 class CompressedFedAvg(Strategy):
@@ -34,16 +51,16 @@ class CompressedFedAvg(Strategy):
     ----------
     cfg : RunConfig
         The run's settings; sent to every client in each train message so all run modes agree.
+    mechanism : ServerMechanism
+        The privacy mechanism's server half; it aggregates the decoded updates.
     """
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, mechanism: ServerMechanism) -> None:
         self.cfg = cfg
+        self.mechanism = mechanism
         self.node_of_partition: dict[int, int] = {}
-        self.last_round: DecodedRound | None = None
-        self.last_client_metrics: dict[int, dict[str, float | int]] = {}
         self._selected: list[int] = []
         self._reference: dict[str, np.ndarray] = {}
-        self._noise = 0.0
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -114,42 +131,38 @@ class CompressedFedAvg(Strategy):
                 failures[partition] = f"no reply within round-timeout={self.cfg.round_timeout:.0f} s"
         return updates, failures
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Count bytes, decode strictly, aggregate; the delta comes back as an ArrayRecord (None if skipped).
-
-        Needs ``prepare_round`` first (the selected partitions, the reference weights, the round's noise).
-        """
+    def aggregate_replies(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:
+        """Count bytes, decode strictly, and let the mechanism aggregate (needs ``prepare_round`` first)."""
         updates, failures = self.collect(replies, self._selected)
-        decoded = decode_updates(updates, self._reference, uniform_weights=self.cfg.release == "minimal")
+        decoded = decode_updates(updates, self._reference, uniform_weights=self.cfg.minimal_release)
         decoded.failures.update(failures)
-        self.last_round = decoded
-        self.last_client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
-        metrics = MetricRecord(
-            {
-                "uplink-bytes": decoded.uplink_bytes,
-                "clients-ok": len(decoded.updates),
-                "clients-failed": len(decoded.failures),
-            }
-        )
-        central = self.cfg.dp == "client" and self.cfg.dp_noise == "central"
-        if len(decoded.updates) < self.cfg.min_clients and not central:
-            return None, metrics
-        delta = aggregate_updates(
-            decoded,
-            self.cfg,
-            noise_multiplier=self._noise,
+        client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
+        if self.mechanism.skips(len(decoded.updates)):
+            return RoundOutcome(None, decoded, client_metrics)
+        delta = self.mechanism.aggregate(
+            [u for _, u, _ in decoded.updates],
+            [w for _, _, w in decoded.updates],
             server_round=server_round,
             reference=self._reference,
         )
-        return ArrayRecord({k: Array(v) for k, v in delta.items()}), metrics
+        return RoundOutcome(delta, decoded, client_metrics)
 
-    def prepare_round(self, selected: list[int], reference: dict[str, np.ndarray], noise_multiplier: float) -> None:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Flower's interface to :meth:`aggregate_replies`: the delta as an ArrayRecord (None if skipped)."""
+        outcome = self.aggregate_replies(server_round, replies)
+        metrics = MetricRecord(
+            {"clients-ok": len(outcome.decoded.updates), "clients-failed": len(outcome.decoded.failures)}
+        )
+        if outcome.delta is None:
+            return None, metrics
+        return ArrayRecord({k: Array(v) for k, v in outcome.delta.items()}), metrics
+
+    def prepare_round(self, selected: list[int], reference: dict[str, np.ndarray]) -> None:
         """Tell the strategy what the coming round sent, so replies can be checked against it."""
         self._selected = selected
         self._reference = reference
-        self._noise = noise_multiplier
 
     # ------------------------------------------------------------------ evaluate (central only)
     def configure_evaluate(

@@ -30,7 +30,7 @@ def time_local_epochs(repeats: int = 7) -> dict[str, Any]:
     from fedcompress.config import RunConfig
     from fedcompress.data import client_data
     from fedcompress.models import build_model
-    from fedcompress.privacy import SampleLevelDP
+    from fedcompress.privacy import NoiseSource, SampleLevelDP, sample_level_plan
     from fedcompress.seeding import torch_generator
     from fedcompress.training import make_loader, make_optimizer, train_epochs
 
@@ -51,8 +51,9 @@ def time_local_epochs(repeats: int = 7) -> dict[str, Any]:
         loader = make_loader(data, cfg.batch_size, generator)
         optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
         if private:
-            engine = SampleLevelDP(noise_multiplier=1.0, clip_norm=cfg.clip_norm)
-            model, optimizer, loader = engine.make_private(model, optimizer, loader, generator=generator)
+            engine = SampleLevelDP(noise_multiplier=1.0, clip_norm=cfg.clip_norm, plan=sample_level_plan(cfg))
+            dataset = data.as_tensor_dataset()
+            model, optimizer, loader = engine.make_private(model, optimizer, dataset, generator=NoiseSource().torch())
         start = time.perf_counter()
         train_epochs(model, loader, optimizer, 1)
         return time.perf_counter() - start

@@ -1,7 +1,8 @@
-"""Server side of a round, free of Flower: count bytes, decode strictly, aggregate.
+"""Server side of a round, free of Flower: count bytes and decode strictly.
 
 A reply that does not decode, or decodes to the wrong tensors, makes that client a counted failure with a reason;
-it never stops the round. Bytes are counted from the payload as received, before decoding.
+it never stops the round. Bytes are counted from the payload as received, before decoding. Aggregation itself
+belongs to the privacy mechanism (``ServerMechanism.aggregate``: a weighted mean, or central DP's noisy sum).
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedcompress.codec import CodecError, DecodeLimits, decode
-from fedcompress.config import RunConfig
-from fedcompress.privacy import central_aggregate
-from fedcompress.seeding import numpy_rng
 
-__all__ = ["ClientUpdate", "DecodedRound", "aggregate_updates", "decode_updates", "limits_for"]
+__all__ = ["ClientUpdate", "DecodedRound", "decode_updates", "limits_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,35 +76,3 @@ def decode_updates(
             continue
         result.updates.append((reply.partition_id, update, weight))
     return result
-
-
-def aggregate_updates(
-    decoded: DecodedRound,
-    cfg: RunConfig,
-    *,
-    noise_multiplier: float,
-    server_round: int,
-    reference: Mapping[str, np.ndarray],
-) -> dict[str, np.ndarray]:
-    """Combine decoded deltas into one: weighted mean, or central client-level DP (clip, sum, noise).
-
-    Central DP divides by the EXPECTED number of clients (fraction x N), not the realised count, so the
-    sensitivity of the average is C / (qN) whatever Poisson sampling drew. ``reference`` gives the shapes.
-    """
-    updates = [u for _, u, _ in decoded.updates]
-    if cfg.dp == "client" and cfg.dp_noise == "central":
-        # A zero update adds nothing to the clipped sum; it only gives the noise its shapes when no one replied.
-        zero = {k: np.zeros_like(v, dtype=np.float32) for k, v in reference.items()}
-        return central_aggregate(
-            updates or [zero],
-            clip_norm=cfg.clip_norm,
-            noise_multiplier=noise_multiplier,
-            expected_clients=cfg.fraction_train * cfg.num_clients,
-            generator=numpy_rng(cfg.seed, "central-noise", server_round),
-        )
-    weights = np.array([w for _, _, w in decoded.updates], dtype=np.float64)
-    weights /= weights.sum()
-    return {
-        name: sum((w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))).astype(np.float32)
-        for name in updates[0]
-    }

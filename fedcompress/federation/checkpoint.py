@@ -15,10 +15,22 @@ from typing import Any
 import numpy as np
 
 from fedcompress.federation.weights import load_arrays, save_arrays
+from fedcompress.files import atomic_write_json
 
-__all__ = ["CHECKPOINT_FILE", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "PRIVACY_STATE_FILE",
+    "Checkpoint",
+    "load_checkpoint",
+    "load_privacy_state",
+    "save_checkpoint",
+    "save_privacy_state",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+#: The privacy mechanism's charges as of the last round SENT (the checkpoint holds those of the last finished
+#: round): a crash between sending and checkpointing must not forget releases that already left.
+PRIVACY_STATE_FILE = "privacy-state.json"
 _SCHEMA = 1
 
 
@@ -54,3 +66,19 @@ def load_checkpoint(out_dir: Path) -> Checkpoint:
         return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
     return Checkpoint(round=int(meta["round"]), weights=part("weights/"), optimizer=part("optimizer/"), meta=meta)
+
+
+def save_privacy_state(out_dir: Path, server_round: int, state: dict[str, Any]) -> None:
+    """Write the mechanism's accounting state as of ``server_round``'s send (atomic JSON; counts only)."""
+    atomic_write_json(out_dir / PRIVACY_STATE_FILE, {"round": server_round, "state": state})
+
+
+def load_privacy_state(out_dir: Path) -> dict[str, Any] | None:
+    """What :func:`save_privacy_state` wrote, or None when the run never sent a round."""
+    path = out_dir / PRIVACY_STATE_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("round"), int) or not isinstance(data.get("state"), dict):
+        raise ValueError(f"{path} is not a fedcompress privacy state")
+    return data

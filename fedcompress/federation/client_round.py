@@ -2,37 +2,45 @@
 
 Order (see DESIGN.md and notes/opacus-and-dp.md):
 
-1. rebuild the global weights from the downlink payload;
-2. train E local epochs: plain SGD, or Opacus DP-SGD (``dp = "sample"``) whose accountant persists in the state;
-3. delta = w_local - w_global;
-4. client-level DP with local noise: optional data-independent ``pre-noise`` stages, clip to C, add N(0, (zC)^2);
-5. codec with error feedback (residuals persist in the state). After step 2's DP-SGD or step 4's noise every
+1. the privacy mechanism admits the request (the site's floor and its own budget) before any work;
+2. rebuild the global weights from the downlink payload;
+3. train E local epochs: plain SGD, or DP-SGD (``dp = "sample"``) with secret batches and noise;
+4. delta = w_local - w_global;
+5. client-level DP with local noise: data-independent ``pre-noise`` stages, clip to C, secret N(0, (zC)^2);
+6. codec with error feedback (residuals persist in the state). After step 3's DP-SGD or step 5's noise every
    codec stage is post-processing, so adaptive stages are safe there.
+
+Replays: when the server re-runs a round this client already released (it resumed from a checkpoint) and sends
+the same global model, a private client re-sends the release it stored, so the same data is never released
+twice with fresh noise for free. If the model differs, it trains afresh and its accountant charges it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
 
-from fedcompress.codec import CodecState, decode, encode, encode_with_stats
+from fedcompress.codec import CodecState, encode_with_stats
 from fedcompress.config import RunConfig
 from fedcompress.data import client_data_for
+from fedcompress.data.denoising import DenoisingSet
 from fedcompress.federation import downlink
-from fedcompress.federation.client_state import ROUND_KEY
+from fedcompress.federation.client_state import ROUND_KEY, SavedState, state_round
 from fedcompress.models import build_model
-from fedcompress.privacy import SampleLevelDP, clip_and_noise
-from fedcompress.seeding import derive_seed, numpy_rng, torch_generator
-from fedcompress.training import make_loader, make_optimizer, train_epochs
+from fedcompress.privacy.mechanisms import client_mechanism
+from fedcompress.privacy.policy import ClientPolicy
+from fedcompress.seeding import derive_seed
 
 __all__ = ["ClientReply", "run_client_round"]
 
 _CODEC = "codec/"
 _DP = "dp/"
+_RELEASE = "release/"  # the last payload sent, its metrics and the digest of the model it was trained from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,34 +56,19 @@ def _split(state: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _train(
-    cfg: RunConfig, model: torch.nn.Module, partition_id: int, server_round: int, noise: float, state: Any
-) -> tuple[float, int, dict[str, np.ndarray], dict[str, float]]:
-    """Local training; returns (loss, num_examples, dp state, dp metrics)."""
-    data = client_data_for(cfg, partition_id)
-    generator = torch_generator(cfg.seed, "train", server_round, partition_id)
-    loader = make_loader(data, cfg.batch_size, generator)
-    optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
-    if cfg.dp != "sample":
-        return train_epochs(model, loader, optimizer, cfg.local_epochs), len(data), {}, {}
-    engine = SampleLevelDP(noise_multiplier=noise, clip_norm=cfg.clip_norm, accountant=cfg.accountant)
-    if state:
-        engine.load_state_dict(state)
-    private_model, optimizer, loader = engine.make_private(model, optimizer, loader, generator=generator)
-    loss = train_epochs(private_model, loader, optimizer, cfg.local_epochs)
-    metrics = {"epsilon": engine.epsilon(cfg.delta), "dp-steps": float(engine.steps)}
-    return loss, len(data), engine.state_dict(), metrics
+def _bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype=np.uint8).copy()
 
 
-def _local_noise(
-    cfg: RunConfig, delta: dict[str, np.ndarray], noise: float, server_round: int, partition_id: int
-) -> dict[str, np.ndarray]:
-    """Client-level DP, untrusted server: data-independent pre-noise stages, then clip and noise."""
-    if cfg.pre_noise:
-        delta = decode(encode(delta, cfg.pre_noise, seed=derive_seed(cfg.seed, "pre", server_round, partition_id)))
-    rng = numpy_rng(cfg.seed, "client-noise", server_round, partition_id)
-    noised, _ = clip_and_noise(delta, clip_norm=cfg.clip_norm, noise_multiplier=noise, generator=rng)
-    return noised
+def _stored_release(latest: Mapping[str, np.ndarray], server_round: int, digest: bytes) -> ClientReply | None:
+    """The reply already sent for ``server_round`` from this same global model, if this client keeps one."""
+    release = _split(latest, _RELEASE)
+    if state_round(latest) != server_round or set(release) != {"payload", "metrics", "downlink"}:
+        return None
+    if release["downlink"].tobytes() != digest:
+        return None
+    metrics = json.loads(release["metrics"].tobytes().decode())
+    return ClientReply(payload=release["payload"].tobytes(), metrics=metrics, state=dict(latest))
 
 
 def run_client_round(
@@ -85,44 +78,63 @@ def run_client_round(
     server_round: int,
     downlink_payload: bytes,
     noise_multiplier: float,
-    state: Mapping[str, np.ndarray],
+    saved: SavedState | None = None,
+    policy: ClientPolicy | None = None,
+    data: DenoisingSet | None = None,
 ) -> ClientReply:
-    """Run one round for ``partition_id`` starting from ``state``; the input state is not modified."""
+    """Run one round for ``partition_id``; ``saved`` is not modified.
+
+    ``policy`` is the site's privacy floor (the defaults when None); ``data`` replaces the partition's shard
+    (the audit trains the real client round on data it chose). Raises ``PrivacyPolicyError`` when the
+    request is below the floor.
+    """
     torch.set_num_threads(1)  # Ray actors share the cores; more threads only add contention
+    saved = saved or SavedState()
+    mechanism = client_mechanism(cfg, partition_id=partition_id, noise_multiplier=noise_multiplier, policy=policy)
+    digest = hashlib.sha256(downlink_payload).digest()
+    if mechanism.private and (replay := _stored_release(saved.latest, server_round, digest)) is not None:
+        return replay
+    # The accountant continues from the newest state (it never rewinds); codec memory from before this round.
+    mechanism.load_state_dict(_split(saved.latest if mechanism.private else saved.before, _DP))
+    mechanism.admit()
+
     global_weights = downlink.receive(downlink_payload, cfg)
     model = build_model(cfg.model, width=cfg.width)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in global_weights.items()})
-
-    loss, num_examples, dp_state, dp_metrics = _train(
-        cfg, model, partition_id, server_round, noise_multiplier, _split(state, _DP)
-    )
+    data = client_data_for(cfg, partition_id) if data is None else data
+    loss = mechanism.train(model, data, server_round)
     local = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     delta = {k: (local[k] - global_weights[k]).astype(np.float32) for k in global_weights}
     if not all(np.all(np.isfinite(v)) for v in delta.values()):
         raise FloatingPointError(f"client {partition_id}: local training diverged (NaN/Inf in the update)")
-    if cfg.dp == "client" and cfg.dp_noise == "local":
-        delta = _local_noise(cfg, delta, noise_multiplier, server_round, partition_id)
+    delta = mechanism.privatise(delta, server_round)
 
     codec_state = None
     if cfg.error_feedback:
-        codec_part = _split(state, _CODEC)
+        codec_part = _split(saved.before, _CODEC)
         codec_state = CodecState.from_state_dict(codec_part) if codec_part else CodecState()
     seed = derive_seed(cfg.seed, "uplink", server_round, partition_id)
     payload, stats = encode_with_stats(delta, cfg.codec, codec_state, seed=seed)
 
-    new_state: dict[str, np.ndarray] = {ROUND_KEY: np.array(server_round)}
-    if codec_state is not None:
-        new_state.update({_CODEC + k: v for k, v in codec_state.state_dict().items()})
-    new_state.update({_DP + k: v for k, v in dp_state.items()})
-
-    metrics: dict[str, float | int] = {"payload-bytes": len(payload), "dense-bytes": int(stats.dense_bytes)}
-    if cfg.release == "all":  # quantities of private data; release="minimal" withholds them (see NOT_COVERED)
+    metrics: dict[str, float | int] = {
+        "payload-bytes": len(payload),
+        "dense-bytes": int(stats.dense_bytes),
+        **mechanism.public_metrics(),
+    }
+    if not cfg.minimal_release:  # quantities of private data, not covered by the epsilon (see NOT_COVERED)
         metrics.update(
             {
-                "num-examples": num_examples,
+                "num-examples": len(data),
                 "train-loss": float(loss),
                 "codec-rel-error": float(stats.rel_l2_error),
-                **dp_metrics,
+                **mechanism.private_metrics(),
             }
         )
-    return ClientReply(payload=payload, metrics=metrics, state=new_state)
+    state: dict[str, np.ndarray] = {ROUND_KEY: np.array(server_round)}
+    if codec_state is not None:
+        state.update({_CODEC + k: v for k, v in codec_state.state_dict().items()})
+    state.update({_DP + k: v for k, v in mechanism.state_dict().items()})
+    if mechanism.private:
+        release = {"payload": payload, "metrics": json.dumps(metrics).encode(), "downlink": digest}
+        state.update({_RELEASE + k: _bytes(v) for k, v in release.items()})
+    return ClientReply(payload=payload, metrics=metrics, state=state)

@@ -1,13 +1,16 @@
-"""A client's state between rounds (error-feedback residuals, PowerSGD memory, privacy accountant).
+"""A client's state between rounds (error-feedback residuals, PowerSGD memory, privacy accountant, last release).
 
 State is a flat ``dict[str, numpy.ndarray]`` tagged with the round that produced it (key ``"round"``).
 It lives in Flower's ``context.state`` and, when the run has an output folder, also on the client's disk,
-one file per round with the last two kept, so a server restarted from a checkpoint can re-run a round and the
-client starts again from the state it had BEFORE that round: a resumed run equals an uninterrupted one.
+one file per round with the last two kept. A server restarted from a checkpoint re-runs a round; the client
+then has two states (:class:`SavedState`): the one from BEFORE that round, where its codec memory restarts (so a
+resumed run equals an uninterrupted one), and its LATEST one, whose privacy accountant never rewinds and which
+holds the release it already sent for that round. Nothing secret is stored: no noise seed, only what was sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 
 from fedcompress.files import atomic_write_bytes
 
-__all__ = ["ROUND_KEY", "load_state_from_disk", "save_state_to_disk", "select_state"]
+__all__ = ["ROUND_KEY", "SavedState", "load_state_from_disk", "save_state_to_disk", "select_state", "state_round"]
 
 ROUND_KEY = "round"
 _KEEP = 2
@@ -43,14 +46,23 @@ def save_state_to_disk(root: Path, partition_id: int, state: Mapping[str, np.nda
         old.unlink(missing_ok=True)
 
 
-def load_state_from_disk(root: Path, partition_id: int, before_round: int) -> dict[str, np.ndarray]:
-    """The newest saved state from a round earlier than ``before_round`` (empty dict if none)."""
+def load_state_from_disk(root: Path, partition_id: int, before_round: int | None = None) -> dict[str, np.ndarray]:
+    """The newest saved state from a round earlier than ``before_round`` (any round if None; {} if none)."""
     folder = _folder(root, partition_id)
-    candidates = [p for p in sorted(folder.glob("round-*.npz")) if int(p.stem.split("-")[1]) < before_round]
+    limit = before_round if before_round is not None else 1 << 62
+    candidates = [p for p in sorted(folder.glob("round-*.npz")) if int(p.stem.split("-")[1]) < limit]
     if not candidates:
         return {}
     with np.load(candidates[-1], allow_pickle=False) as data:
         return {k: data[k].copy() for k in data.files}
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedState:
+    """What a client starts a round from: its state before the round, and its newest state of all."""
+
+    before: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    latest: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def select_state(
@@ -59,10 +71,15 @@ def select_state(
     server_round: int,
     disk_root: Path | None,
     partition_id: int,
-) -> dict[str, np.ndarray]:
-    """Pick the state to start ``server_round`` from: memory if it predates the round, else disk, else empty."""
-    if in_memory and state_round(in_memory) < server_round:
-        return dict(in_memory)
-    if disk_root is not None:
-        return load_state_from_disk(disk_root, partition_id, server_round)
-    return {}
+) -> SavedState:
+    """The state before ``server_round`` (memory if it predates the round, else disk) and the newest state."""
+    memory = dict(in_memory or {})
+    newest_on_disk = load_state_from_disk(disk_root, partition_id) if disk_root is not None else {}
+    latest = memory if state_round(memory) >= state_round(newest_on_disk) else newest_on_disk
+    if memory and state_round(memory) < server_round:
+        before = memory
+    elif disk_root is not None:
+        before = load_state_from_disk(disk_root, partition_id, server_round)
+    else:
+        before = {}
+    return SavedState(before=before, latest=latest)

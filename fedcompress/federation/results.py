@@ -22,8 +22,18 @@ RESULT_FILE = "result.json"
 log = logging.getLogger("fedcompress")
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.3f} MB"
+def _mb(n: float | None) -> str:
+    return "withheld" if n is None else f"{n / 1e6:.3f} MB"
+
+
+def _total(rows: list[dict[str, Any]], key: str) -> int | None:
+    """Sum of a per-round count; None when any round withheld it (central DP, minimal release)."""
+    values = [r.get(key) for r in rows]
+    return None if any(v is None for v in values) else int(sum(values))  # type: ignore[arg-type]
+
+
+def _cell(value: Any, width: int) -> str:
+    return f"{'-' if value is None else value:>{width}}"
 
 
 class RunRecorder:
@@ -50,16 +60,17 @@ class RunRecorder:
         print(
             f"[round {row['round']}/{total_rounds}] psnr={row['psnr']:.2f} dB ssim={row['ssim']:.3f} "
             f"up={_mb(row['uplink_bytes'])} down={_mb(row['downlink_bytes'])} "
-            f"ok={row['clients_ok']} failed={row['clients_failed']}{eps} {row['seconds']:.1f}s ETA {eta:.0f}s",
+            f"ok={_cell(row['clients_ok'], 0)} failed={_cell(row['clients_failed'], 0)}{eps} "
+            f"{row['seconds']:.1f}s ETA {eta:.0f}s",
             flush=True,
         )
         self.write(status="running")
 
     def final_metrics(self) -> dict[str, Any]:
         """Totals over all rounds and the last evaluation."""
-        up = sum(r["uplink_bytes"] for r in self.rounds)
-        dense = sum(r["dense_uplink_bytes"] for r in self.rounds)
-        down = sum(r["downlink_bytes"] for r in self.rounds)
+        up = _total(self.rounds, "uplink_bytes")
+        dense = _total(self.rounds, "dense_uplink_bytes")
+        down = _total(self.rounds, "downlink_bytes")
         last = self.rounds[-1] if self.rounds else self.baseline
         return {
             "rounds_completed": sum(1 for r in self.rounds if not r.get("skipped")),
@@ -70,8 +81,8 @@ class RunRecorder:
             "uplink_bytes": up,
             "dense_uplink_bytes": dense,
             "downlink_bytes": down,
-            "compression_ratio": dense / up if up else None,
-            "clients_failed": sum(r["clients_failed"] for r in self.rounds),
+            "compression_ratio": dense / up if up and dense is not None else None,
+            "clients_failed": _total(self.rounds, "clients_failed"),
             "seconds": sum(r["seconds"] for r in self.rounds),
             "epsilon": self.privacy.get("epsilon"),
         }
@@ -108,16 +119,21 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["rounds"]:
         eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:.3g}"
         lines.append(
-            f"{r['round']:>5}  {r['psnr']:8.2f}  {r['ssim']:.3f}  {r['uplink_bytes']:>10}  "
-            f"{r['downlink_bytes']:>11}  {r['dense_uplink_bytes']:>11}  {r['clients_ok']:>2}  "
-            f"{r['clients_failed']:>6}  {eps}"
+            f"{r['round']:>5}  {r['psnr']:8.2f}  {r['ssim']:.3f}  {_cell(r['uplink_bytes'], 10)}  "
+            f"{_cell(r['downlink_bytes'], 11)}  {_cell(r['dense_uplink_bytes'], 11)}  {_cell(r['clients_ok'], 2)}  "
+            f"{_cell(r['clients_failed'], 6)}  {eps}"
         )
     f = result["final"]
     ratio = f"x{f['compression_ratio']:.1f}" if f["compression_ratio"] else "n/a"
+    uplink = (
+        "uplink withheld (central DP, release='minimal')"
+        if f["uplink_bytes"] is None
+        else f"uplink {f['uplink_bytes']} B vs dense {f['dense_uplink_bytes']} B ({ratio})"
+    )
+    failures = "" if f["clients_failed"] is None else f", {f['clients_failed']} client failures"
     lines.append(
         f"final: psnr {f['psnr']:.2f} dB (start {f['psnr_initial']:.2f}), ssim {f['ssim']:.3f}, "
-        f"uplink {f['uplink_bytes']} B vs dense {f['dense_uplink_bytes']} B ({ratio}), "
-        f"{f['rounds_completed']} rounds completed, {f['clients_failed']} client failures"
+        f"{uplink}, {f['rounds_completed']} rounds completed{failures}"
     )
     if result.get("privacy", {}).get("summary"):
         lines.append("privacy: " + result["privacy"]["summary"])

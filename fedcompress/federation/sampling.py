@@ -1,4 +1,7 @@
-"""Which clients train in a round: seeded, so a resumed run samples exactly as an uninterrupted one.
+"""Which clients train in a round, from a generator the privacy mechanism chooses.
+
+Without an amplified epsilon it is seeded by (run seed, round), so a resumed run samples exactly as an
+uninterrupted one; with central client-level DP it is secret (who took part must not be known).
 
 ``fixed``: exactly ``max(min_clients, round(fraction * N))`` clients, uniformly without replacement.
 ``poisson``: each client joins independently with probability ``fraction`` (what the DP accountants assume
@@ -11,8 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedcompress.seeding import numpy_rng
-
 __all__ = ["sample_clients"]
 
 
@@ -22,8 +23,7 @@ def sample_clients(
     scheme: str,
     fraction: float,
     min_clients: int,
-    seed: int,
-    server_round: int,
+    generator: np.random.Generator,
 ) -> list[int]:
     """Return the sorted partition ids that train in ``server_round``.
 
@@ -37,13 +37,13 @@ def sample_clients(
         Fraction of clients per round (fixed) or the inclusion probability (poisson), in (0, 1].
     min_clients : int
         Lower bound on the fixed sample size.
-    seed, server_round : int
-        The generator is seeded from (seed, "sample", round) and nothing else.
+    generator : numpy.random.Generator
+        The round's randomness (``ServerMechanism.sampling_generator``).
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     ids = np.array(sorted(partition_ids), dtype=np.int64)
-    rng = numpy_rng(seed, "sample", server_round)
+    rng = generator
     if scheme == "poisson":
         chosen = ids[rng.random(ids.size) < fraction]
     elif scheme == "fixed":

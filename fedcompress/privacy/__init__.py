@@ -9,16 +9,20 @@ Flower-free: works on tensors, numpy arrays and :class:`~fedcompress.config.RunC
   (``local``: :func:`clip_and_noise`, no amplification by sampling against the server) or at the server
   (``central``: :func:`central_aggregate`, Poisson client sampling, fixed denominator q*N).
 
-Every epsilon travels with delta, noise multiplier, clip norm, sample rate, steps/rounds, accountant and level
-(:class:`LedgerEntry`). Accountants are Opacus's PRV (default) and RDP, never GDP.
+Each mode is one mechanism object per side (:mod:`fedcompress.privacy.mechanisms`) that owns its randomness,
+accountant and state; DP noise and DP sampling come from secret OS entropy (:class:`NoiseSource`), never from
+the public run seed, and a client holds every request to its site's floor (:class:`ClientPolicy`).
+
+Every epsilon travels with delta, noise multiplier, clip norm, sample rate, steps/rounds, accountant, level,
+threat model and randomness source (:class:`LedgerEntry`). Accountants are Opacus's PRV (default) and RDP,
+never GDP.
 
 Not covered by the epsilon (see :data:`NOT_COVERED`): num-examples used as FedAvg weights, training loss and
-metrics on private data, who took part and when. ``release = "minimal"`` withholds num-examples (uniform
-weights) and the private metrics. ``secure_mode`` is off (no torchcsprng): noise comes from ordinary PRNGs.
+metrics on private data, who took part and when. Private runs default to ``release = "minimal"``, which
+withholds num-examples (uniform weights) and the private metrics.
 """
 
 from fedcompress.privacy.accountant import ACCOUNTANTS, Accountant, epsilon, history_epsilon
-from fedcompress.privacy.budget import BudgetCheck, BudgetGuard, predict_epsilon_after_round
 from fedcompress.privacy.calibration import calibrate_noise
 from fedcompress.privacy.client_level import (
     TRUST_MODELS,
@@ -27,17 +31,19 @@ from fedcompress.privacy.client_level import (
     client_level_noise,
 )
 from fedcompress.privacy.clipping import add_noise, clip_and_noise, clip_update
-from fedcompress.privacy.disclosure import NOT_COVERED, SECURE_MODE_NOTE
+from fedcompress.privacy.disclosure import NOT_COVERED
 from fedcompress.privacy.grad_norms import norm_quantiles, per_sample_grad_norms
 from fedcompress.privacy.ledger import (
     GUARANTEES,
     LEVELS,
     PARALLEL_COMPOSITION,
+    THREAT_MODELS,
     LedgerEntry,
     PrivacyLedger,
-    max_over_clients,
 )
 from fedcompress.privacy.order import check_order, check_stage_order
+from fedcompress.privacy.policy import ClientPolicy
+from fedcompress.privacy.randomness import RANDOMNESS, NoiseSource, gaussian
 from fedcompress.privacy.sample_level import (
     GRAD_SAMPLE_MODES,
     SampleLevelDP,
@@ -53,12 +59,13 @@ __all__ = [
     "LEVELS",
     "NOT_COVERED",
     "PARALLEL_COMPOSITION",
-    "SECURE_MODE_NOTE",
+    "RANDOMNESS",
+    "THREAT_MODELS",
     "TRUST_MODELS",
     "Accountant",
-    "BudgetCheck",
-    "BudgetGuard",
+    "ClientPolicy",
     "LedgerEntry",
+    "NoiseSource",
     "PrivacyLedger",
     "SampleLevelDP",
     "SampleLevelPlan",
@@ -72,11 +79,10 @@ __all__ = [
     "clip_and_noise",
     "clip_update",
     "epsilon",
+    "gaussian",
     "history_epsilon",
-    "max_over_clients",
     "norm_quantiles",
     "per_sample_grad_norms",
-    "predict_epsilon_after_round",
     "sample_level_noise",
     "sample_level_plan",
 ]

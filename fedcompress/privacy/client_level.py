@@ -21,7 +21,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def client_level_noise(cfg: RunConfig) -> float:
 
 
 def central_aggregate(
-    updates: Sequence[dict[str, np.ndarray]],
+    updates: Sequence[Mapping[str, np.ndarray]],
     *,
     clip_norm: float,
     noise_multiplier: float,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedcompress.privacy._checks import check_number
+from fedcompress.privacy.randomness import gaussian
 from fedcompress.tensors import check_finite, global_norm, to_numpy_update
 
 __all__ = ["clip_and_noise", "clip_update"]
@@ -58,12 +59,15 @@ def add_noise(
     generator: np.random.Generator,
     dtype: type[np.floating[Any]] = np.float32,
 ) -> dict[str, np.ndarray]:
-    """``update`` plus N(0, std^2) on every coordinate, drawn in key order (float64 sum, ``dtype`` result)."""
+    """``update`` plus N(0, std^2) on every coordinate, drawn in key order (float64 sum, ``dtype`` result).
+
+    Each value's noise is the mean of 4 draws scaled to variance std^2 (floating-point-attack resistant).
+    """
     if not isinstance(generator, np.random.Generator):
         raise ValueError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
     std = check_number("std", std, low=0.0, high_open=True)
     return {
-        name: (value.astype(np.float64) + generator.normal(0.0, std, size=value.shape)).astype(dtype)
+        name: (value.astype(np.float64) + gaussian(generator, std, value.shape)).astype(dtype)
         for name, value in update.items()
     }
 
@@ -86,7 +90,7 @@ def clip_and_noise(
     noise_multiplier : float
         z >= 0; the noise standard deviation is z * C.
     generator : numpy.random.Generator
-        Source of the noise (seed it from run seed, round and client id).
+        Source of the noise: secret to the client (``NoiseSource.numpy``), never derived from the run seed.
 
     Returns
     -------

@@ -1,37 +1,25 @@
-"""What a reported epsilon does NOT cover, in words the lead puts in the README and in every result.
+"""What a reported epsilon does NOT cover, in the words the README and every result use.
 
-The epsilon bounds what the noised releases (DP-SGD models, or noised client updates / aggregates) reveal. It
-says nothing about anything else a client or the server sends or observes:
-
-- ``num-examples``, used as FedAvg weights: a client's dataset size is private under add/remove adjacency.
-  DP-SGD's sample rate q = 1 / ceil(N / B) and its step count derive from N too, so reporting a client's
-  ``dp-steps`` or its own epsilon reveals N up to a batch.
-- Training loss and any metric computed on private data (evaluation on client data, early stopping on it).
-- Who took part in which round, and when: participation and timing (message arrival, round duration).
-- Anything sent before the noise that the configuration allows (none: unsafe orders are refused).
-
-``release = "minimal"`` withholds ``num-examples`` (the server then weights updates uniformly) and the private
-metrics; ``release = "all"`` sends them, uncovered by the epsilon.
-
-``secure_mode`` is off: torchcsprng is not available, so DP-SGD noise comes from torch's ordinary PRNG and
-client-level noise from numpy's PCG64, both seeded from (run seed, round, client id). That is fine for
-research and simulation; a production deployment needs a cryptographically secure noise source.
+The epsilon bounds what the noised releases reveal (DP-SGD models, noised client updates, or the server's noised
+aggregate) and anything computed from them alone: codec payloads and their sizes after DP-SGD or local noise are
+post-processing. It says nothing about anything else a client or the server sends or observes; the list below
+names each such channel and what the system does about it.
 """
 
 from __future__ import annotations
 
-__all__ = ["NOT_COVERED", "SECURE_MODE_NOTE"]
-
-SECURE_MODE_NOTE = (
-    "secure_mode is off (torchcsprng is not available): DP noise comes from torch's and numpy's ordinary "
-    "seeded PRNGs, fine for research, not for a production deployment."
-)
+__all__ = ["NOT_COVERED"]
 
 NOT_COVERED = (
-    "The epsilon covers only the noised releases (DP-SGD models, or noised client updates / aggregates). "
-    "It does NOT cover: num-examples used as FedAvg weights (dataset size is private; with DP-SGD a client's "
-    "dp-steps and its own epsilon also reveal its size up to a batch); training loss and any metric computed "
-    "on private data; who took part in which round; timing (message arrival, round duration). "
-    "release='minimal' withholds num-examples (the server then weights updates uniformly) and the private "
-    "metrics; release='all' sends them. " + SECURE_MODE_NOTE
+    "The epsilon covers only the noised releases (DP-SGD models, noised client updates, or the server's noised "
+    "aggregate) and what is computed from them alone (codec payloads and their sizes after DP-SGD or local "
+    "noise). It does NOT cover: num-examples used as FedAvg weights, and the training loss, codec error and "
+    "each client's own epsilon and DP steps, which reveal a client's data or its size (sent only with "
+    "release='all'; private runs default to release='minimal': uniform weights, none of these sent); with "
+    "central noise, the compressed sizes of raw updates and who took part in which round (the trusted server "
+    "sees them; result.json withholds them unless release='all'); who took part otherwise (sample level and "
+    "local noise claim no amplification by client sampling); timing (message arrival, round duration). "
+    "DP noise and DP sampling come from secret OS entropy held by the party that runs the mechanism (ChaCha20 "
+    "for numpy noise; for DP-SGD a torch generator seeded with 64 secret bits per round, Gaussian draws as in "
+    "Opacus's secure mode); dp-randomness='seeded' voids the guarantee against anyone who knows the run seed."
 )

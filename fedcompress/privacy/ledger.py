@@ -1,8 +1,9 @@
 """The privacy ledger: every epsilon with all the parameters that give it a meaning.
 
 An epsilon alone says nothing. A :class:`LedgerEntry` carries delta, noise multiplier, clip norm, sampling
-rate, steps and rounds, accountant, level and trust model, and prints them all in
-:meth:`LedgerEntry.describe`.
+rate, steps and rounds, accountant, level, trust model (with its threat model) and the randomness source, and
+prints them all in :meth:`LedgerEntry.describe`. :class:`PrivacyLedger` is the one ledger of a run: the server,
+the Flower-DP baseline and the report all read and write it (``result.json``'s ``privacy`` object).
 
 Sample-level DP: each client's epsilon covers all its DP-SGD steps. Records are disjoint across clients, so
 by parallel composition the federation's per-record guarantee is the MAX over clients, not the sum
@@ -14,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fedcompress.privacy.accountant import ACCOUNTANTS
 from fedcompress.privacy.disclosure import NOT_COVERED
 
-__all__ = ["GUARANTEES", "LEVELS", "PARALLEL_COMPOSITION", "LedgerEntry", "PrivacyLedger", "max_over_clients"]
+__all__ = ["GUARANTEES", "LEVELS", "PARALLEL_COMPOSITION", "THREAT_MODELS", "LedgerEntry", "PrivacyLedger"]
 
 LEVELS: tuple[str, ...] = ("sample", "client")
 ClientId = int | str
@@ -45,6 +46,21 @@ GUARANTEES: Mapping[tuple[str, str | None], str] = {
         "round."
     ),
 }
+#: Whom each mode protects against, by (level, trust).
+THREAT_MODELS: Mapping[tuple[str, str | None], str] = {
+    ("sample", None): (
+        "the server and everyone after it see only DP-SGD outputs; each client draws its noise and batches "
+        "from secret randomness and enforces its own floor (noise, budget)"
+    ),
+    ("client", "local"): (
+        "untrusted server: each client clips and noises its update with secret randomness before sending, "
+        "keeps its own accountant and refuses requests below its floor"
+    ),
+    ("client", "central"): (
+        "trusted server: it sees raw updates and holds the secret noise and client sampling; readers of the "
+        "model and of result.json are not trusted"
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,6 +70,7 @@ class LedgerEntry:
     ``steps`` counts accounted compositions (DP-SGD steps, or rounds at client level) and ``rounds`` the
     rounds they span. ``trust`` is ``"local"`` or ``"central"`` at client level and None at sample level.
     ``max_over`` lists the client ids that attain this epsilon (empty for central client-level DP).
+    ``randomness`` says where the noise came from (:meth:`NoiseSource.describe`).
     """
 
     round: int
@@ -68,6 +85,7 @@ class LedgerEntry:
     level: str
     trust: str | None = None
     max_over: tuple[ClientId, ...] = ()
+    randomness: str = ""
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -114,54 +132,32 @@ class LedgerEntry:
             shown = ", ".join(str(c) for c in self.max_over[:8])
             more = f" and {len(self.max_over) - 8} more" if len(self.max_over) > 8 else ""
             who = f"; max over clients, attained by {shown}{more}"
+        randomness = f"; noise {self.randomness}" if self.randomness else ""
         return (
             f"round {self.round}: epsilon {self.epsilon:.4g} at delta {self.delta:.3g}, {level} DP, "
             f"noise multiplier {self.noise_multiplier:.4g}, clip norm {self.clip_norm:.4g}, "
             f"sample rate {self.sample_rate:.4g}, {self.steps} steps over {self.rounds} rounds, "
-            f"{self.accountant.upper()} accountant{who}"
+            f"{self.accountant.upper()} accountant{who}; threat model: {self.threat_model}{randomness}"
         )
 
-
-def max_over_clients(entries: Sequence[LedgerEntry]) -> LedgerEntry:
-    """The federation's entry: the per-client entry with the largest epsilon, naming all clients at it.
-
-    Valid for sample-level DP and for local client-level DP (each client's data enters only its own
-    messages). Entries must share delta, level and accountant.
-    """
-    if not entries:
-        raise ValueError("entries is empty: no client has spent budget")
-    first = entries[0]
-    for entry in entries[1:]:
-        if (entry.delta, entry.level, entry.trust, entry.accountant) != (
-            first.delta,
-            first.level,
-            first.trust,
-            first.accountant,
-        ):
-            raise ValueError("entries mix delta, level, trust or accountant; their max is meaningless")
-    if first.trust == "central":
-        raise ValueError("central client-level DP has one server-side accountant, not one per client")
-    worst = max(entries, key=lambda e: e.epsilon)
-    ids = tuple(c for e in entries if e.epsilon == worst.epsilon for c in e.max_over)
-    return dataclasses.replace(worst, max_over=ids)
+    @property
+    def threat_model(self) -> str:
+        """Whom this epsilon protects against (:data:`THREAT_MODELS`)."""
+        return THREAT_MODELS[(self.level, self.trust)]
 
 
 class PrivacyLedger:
-    """Per-round federation entries, JSON-able, with the statement of what they cover and what they do not."""
+    """A run's per-round entries, JSON-able, with what they guarantee, against whom, and what they do not cover."""
 
     def __init__(self, entries: Iterable[LedgerEntry] = ()) -> None:
         self.entries: list[LedgerEntry] = list(entries)
 
     def record(self, entry: LedgerEntry) -> LedgerEntry:
-        """Append a federation-level entry (use :func:`max_over_clients` for per-client entries)."""
+        """Append the entry of a round (a replayed round may repeat its number, never go back before it)."""
         if self.entries and entry.round < self.entries[-1].round:
             raise ValueError(f"round {entry.round} comes after round {self.entries[-1].round}")
         self.entries.append(entry)
         return entry
-
-    def record_clients(self, entries: Sequence[LedgerEntry]) -> LedgerEntry:
-        """Record the max over per-client entries (parallel composition) and return it."""
-        return self.record(max_over_clients(entries))
 
     @property
     def latest(self) -> LedgerEntry | None:
@@ -173,15 +169,22 @@ class PrivacyLedger:
         return self.latest.describe() if self.latest else "no privacy budget spent (no DP round recorded)"
 
     def to_dict(self) -> dict[str, Any]:
-        """``entries``, ``summary``, ``guarantee`` (how the max is taken) and ``not_covered``."""
+        """``result.json``'s ``privacy`` object.
+
+        The latest entry's fields, ``ledger`` (all entries), ``summary``, ``guarantee``, ``threat_model`` and
+        ``not_covered``.
+        """
+        latest = self.latest
         return {
-            "entries": [entry.to_dict() for entry in self.entries],
+            **(latest.to_dict() if latest else {}),
+            "ledger": [entry.to_dict() for entry in self.entries],
             "summary": self.summary(),
-            "guarantee": GUARANTEES[(self.latest.level, self.latest.trust)] if self.latest else "",
+            "guarantee": GUARANTEES[(latest.level, latest.trust)] if latest else "",
+            "threat_model": latest.threat_model if latest else "",
             "not_covered": NOT_COVERED,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PrivacyLedger:
-        """Rebuild from :meth:`to_dict` output (only ``entries`` is read)."""
-        return cls(LedgerEntry.from_dict(item) for item in data.get("entries", []))
+        """Rebuild from :meth:`to_dict` output (only ``ledger`` is read)."""
+        return cls(LedgerEntry.from_dict(item) for item in data.get("ledger", []))
