@@ -21,6 +21,7 @@ from fedcompress.errors import ConfigError
 from fedcompress.federation import downlink
 from fedcompress.federation.checkpoint import (
     CHECKPOINT_FILE,
+    PRIVACY_STATE_FILE,
     Checkpoint,
     load_checkpoint,
     load_privacy_state,
@@ -47,7 +48,8 @@ def resolve_out_dir(cfg: RunConfig) -> Path:
     """The run folder: ``out-dir`` if set, else a fresh one under ./runs. Refuses to overwrite a finished run."""
     out = Path(cfg.out_dir) if cfg.out_dir else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     out = out.expanduser().resolve()
-    if not cfg.resume and ((out / RESULT_FILE).exists() or (out / CHECKPOINT_FILE).exists()):
+    held = (RESULT_FILE, CHECKPOINT_FILE, PRIVACY_STATE_FILE)
+    if not cfg.resume and any((out / name).exists() for name in held):
         raise ConfigError(
             f"out-dir {str(out)!r} already holds a run; pass resume=true to continue it or choose another"
         )
@@ -86,11 +88,12 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
     ledger = PrivacyLedger()
     start_round = 1
+    if cfg.resume:
+        _load_privacy(mechanism, out)
     if cfg.resume and (out / CHECKPOINT_FILE).exists():
         ckpt = load_checkpoint(out)
         weights, start_round = ckpt.weights, ckpt.round + 1
         optimizer.load_state_dict(ckpt.optimizer)
-        _load_privacy(mechanism, out, ckpt.meta)
         ledger = PrivacyLedger.from_dict(ckpt.meta.get("privacy", {}))
         recorder.rounds, recorder.baseline = ckpt.meta["rows"], ckpt.meta["baseline"]
         print(f"resuming {out} after round {ckpt.round}", flush=True)
@@ -155,12 +158,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 round=server_round,
                 weights=weights,
                 optimizer=optimizer.state_dict(),
-                meta={
-                    "rows": recorder.rounds,
-                    "baseline": recorder.baseline,
-                    "privacy": recorder.privacy,
-                    "privacy_state": mechanism.state_dict(),
-                },
+                meta={"rows": recorder.rounds, "baseline": recorder.baseline, "privacy": recorder.privacy},
             ),
         )
 
@@ -175,14 +173,19 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     return result
 
 
-def _load_privacy(mechanism: ServerMechanism, out: Path, meta: dict[str, Any]) -> None:
-    """The charges as of the last send: ``privacy-state.json`` when it is newer than the checkpoint."""
-    saved = load_privacy_state(out)
-    state = saved["state"] if saved and saved["round"] > meta["round"] else meta.get("privacy_state", {})
+def _load_privacy(mechanism: ServerMechanism, out: Path) -> None:
+    """Every charge made before the crash, as of the last round sent (``privacy-state.json``)."""
     try:
-        mechanism.load_state_dict(state)
+        saved = load_privacy_state(out)
+        if saved is not None:
+            mechanism.load_state_dict(saved["state"])
     except ValueError as e:
-        raise ConfigError(str(e)) from e
+        raise ConfigError(f"cannot resume {out}: {e}") from e
+    if mechanism.private and saved is None and (out / CHECKPOINT_FILE).exists():
+        raise ConfigError(
+            f"cannot resume the private run in {out}: it has a checkpoint but no {PRIVACY_STATE_FILE} (made by an "
+            "older fedcompress?), so the releases already charged are unknown"
+        )
 
 
 def _round_row(

@@ -30,6 +30,15 @@ __all__ = ["CompressedFedAvg", "RoundOutcome"]
 log = logging.getLogger("fedcompress")
 
 
+def _short_reason(reason: str | None, limit: int = 400) -> str:
+    """The client's own message from an error reply (Ray wraps it in two tracebacks), at most ``limit`` chars."""
+    reason = reason or ""
+    text = reason.rsplit("Message: ", 1)[-1] if "Message: " in reason else reason
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    message = (lines[0] if "Message: " in reason else lines[-1]) if lines else "no reason given"
+    return message.rstrip("'>")[:limit]
+
+
 @dataclasses.dataclass(frozen=True)
 class RoundOutcome:
     """What a round's replies came to: the aggregated delta (None when skipped), what decoded, what clients said."""
@@ -114,7 +123,7 @@ class CompressedFedAvg(Strategy):
         for reply in replies:
             partition = partition_of_node.get(reply.metadata.src_node_id, -1)
             if reply.has_error():
-                failures[partition] = f"client error: {reply.error.reason}"
+                failures[partition] = f"client error: {_short_reason(reply.error.reason)}"
                 continue
             try:
                 payload = payload_from_record(reply.content.array_records["arrays"])

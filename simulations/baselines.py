@@ -27,10 +27,13 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedcompress.privacy import LedgerEntry
 
 __all__ = ["FLOWER_DP_LABEL", "check_runner_config", "run_cell_here", "run_flower_dp"]
 
@@ -107,24 +110,28 @@ def _noise_multiplier(cfg: RunConfig) -> float:
         ) from e
 
 
-def _ledger_entry(cfg: RunConfig, z: float, server_round: int, releases: int) -> dict[str, Any]:
-    from fedcompress.privacy import epsilon
+#: Where Flower's wrapper draws its noise (flwr.supercore.differential_privacy.add_gaussian_noise_inplace).
+FLOWER_NOISE = "numpy's global RNG (np.random.normal), seeded from OS entropy at process start, one draw per value"
+
+
+def _ledger_entry(cfg: RunConfig, z: float, server_round: int, releases: int) -> LedgerEntry:
+    from fedcompress.privacy import LedgerEntry, epsilon
 
     eps = float(epsilon(z, 1.0, releases, cfg.delta, cfg.accountant)) if releases else 0.0
-    return {
-        "round": server_round,
-        "epsilon": eps,
-        "delta": cfg.delta,
-        "noise_multiplier": z,
-        "clip_norm": cfg.clip_norm,
-        "sample_rate": 1.0,
-        "steps": releases,
-        "rounds": releases,
-        "accountant": cfg.accountant,
-        "level": "client",
-        "trust": "central",
-        "max_over": [],
-    }
+    return LedgerEntry(
+        round=server_round,
+        epsilon=eps,
+        delta=cfg.delta,
+        noise_multiplier=z,
+        clip_norm=cfg.clip_norm,
+        sample_rate=1.0,
+        steps=releases,
+        rounds=releases,
+        accountant=cfg.accountant,
+        level="client",
+        trust="central",
+        randomness=FLOWER_NOISE,
+    )
 
 
 @dataclasses.dataclass
@@ -181,6 +188,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
     from fedcompress.federation.evaluation import Evaluator
     from fedcompress.federation.results import RunRecorder
     from fedcompress.federation.weights import initial_weights
+    from fedcompress.privacy import PrivacyLedger
 
     class CountingFedAvg(FedAvg):
         """FedAvg that remembers what it aggregated: replies and their float32 bytes."""
@@ -203,6 +211,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
         out = Path(cfg.out_dir)
         evaluator, weights = Evaluator(cfg), initial_weights(cfg)
         recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
+        ledger = PrivacyLedger()
         n = cfg.num_clients
         inner = CountingFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
         inner.last = {}
@@ -221,8 +230,8 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
                 return MetricRecord(scores)
             last = inner.last if inner.last.get("round") == server_round else {"ok": 0, "failed": n, "bytes": 0}
             tally.releases += 1 if last["ok"] == n else 0  # Flower skips the release when a client failed
-            entry = _ledger_entry(cfg, z, server_round, tally.releases)
-            recorder.privacy.setdefault("ledger", []).append(entry)
+            entry = ledger.record(_ledger_entry(cfg, z, server_round, tally.releases))
+            recorder.privacy = ledger.to_dict()
             row = {
                 "round": server_round,
                 **scores,
@@ -233,7 +242,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
                 "clients_failed": last["failed"],
                 "seconds": time.monotonic() - tally.started,
                 "skipped": last["ok"] != n,
-                "epsilon": entry["epsilon"],
+                "epsilon": entry.epsilon,
             }
             recorder.record_round(row, cfg.num_rounds)
             tally.started = time.monotonic()
@@ -248,14 +257,13 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
             train_config=ConfigRecord(settings),
             evaluate_fn=evaluate_fn,
         )
-        entry = _ledger_entry(cfg, z, cfg.num_rounds, tally.releases)
-        summary = (
-            f"epsilon={entry['epsilon']:.4g} at delta={entry['delta']:g} (client-level, central noise by "
-            f"Flower's DifferentialPrivacyClientSideFixedClipping; accounted by fedcompress, Flower reports "
-            f"none; noise multiplier {z:.4g}, clip norm {cfg.clip_norm:g}, sample rate 1, "
-            f"{entry['rounds']} releases, {cfg.accountant.upper()} accountant)"
+        if not ledger.entries:  # no round finished: record that nothing was released
+            ledger.record(_ledger_entry(cfg, z, cfg.num_rounds, tally.releases))
+        recorder.privacy = ledger.to_dict()
+        recorder.privacy["summary"] += (
+            " (noise by Flower's DifferentialPrivacyClientSideFixedClipping, which reports no epsilon; "
+            "accounted by fedcompress without amplification)"
         )
-        recorder.privacy.update({**entry, "summary": summary})
         recorder.write(status="completed", extra={"message": "", "runner": "flower-dp", "label": FLOWER_DP_LABEL})
 
     return app

@@ -470,6 +470,11 @@ def federate(
     RunError
         A process died, the run ended other than ``finished:completed``, the timeout passed, or no result.
     """
+    if cfg.private and cfg.dp_randomness != "secret":
+        raise ValueError(
+            f"dp-randomness={cfg.dp_randomness!r} derives DP noise from the public seed (no guarantee against anyone "
+            "who knows it); a deployment refuses it: use 'secret' (the default), or 'fedcompress simulate'"
+        )
     count = cfg.num_clients if supernodes is None else supernodes
     if isinstance(count, bool) or not isinstance(count, int) or count != cfg.num_clients:
         raise ValueError(

@@ -56,6 +56,7 @@ _PRIVATE_KEYS = (
     "delta",
     "accountant",
     "max-epsilon",
+    "dp-randomness",
 )
 _CLIENT_LEVEL_KEYS = ("dp-noise", "pre-noise")
 _SWEEP_OWNED = ("out-dir", "resume")
@@ -467,9 +468,10 @@ class SweepRunner:
         if record["status"] == "ok":
             final, eps = record["final"], record["privacy"].get("epsilon")
             eps_text = "" if eps is None else f" eps={eps:.3g}"
+            uplink = "withheld" if final["uplink_bytes"] is None else f"{final['uplink_bytes']} B"
             print(
                 f"[cell {position}] ok in {_duration(wall)}: psnr={final['psnr']:.2f} dB{eps_text} "
-                f"uplink={final['uplink_bytes']} B (sweep ETA {_duration(progress.eta())})",
+                f"uplink={uplink} (sweep ETA {_duration(progress.eta())})",
                 flush=True,
             )
         else:

@@ -1,15 +1,19 @@
-"""Private federations end to end: the epsilon in result.json is the one the helpers give for its parameters."""
+"""Private federations end to end: the epsilon in result.json is the one the helpers give for its parameters,
+every release is charged (failed replies, skipped rounds, replays after a crash), and no client out-spends it."""
 
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fedcompress.privacy import client_level_epsilon, epsilon
+from fedcompress.privacy import Accountant, client_level_epsilon, epsilon
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -36,6 +40,7 @@ def test_sample_level_epsilon_matches_the_accountant_and_the_clients(tmp_path):
             "dp": "sample",
             "target-epsilon": 4,
             "local-epochs": 1,
+            "release": "all",  # so clients report their own epsilon
         },
     )
     privacy = result["privacy"]
@@ -76,3 +81,71 @@ def test_client_level_central_budget_stops_before_the_round_that_would_pass_it(t
     assert len(result["rounds"]) == 2
     assert math.isclose(result["privacy"]["epsilon"], after[1], rel_tol=1e-9)
     assert result["privacy"]["trust"] == "central" and result["privacy"]["sample_rate"] == q
+
+
+def _client_epsilon(out: Path, partition: int) -> float:
+    """A client's own accountant, read from the newest state it saved on its disk."""
+    newest = sorted((out / "client-state" / f"partition-{partition}").glob("round-*.npz"))[-1]
+    with np.load(newest) as state:
+        saved = {k.removeprefix("dp/"): state[k] for k in state.files if k.startswith("dp/") and k != "dp/releases"}
+    accountant = Accountant("prv")
+    accountant.load_state_dict(saved)
+    return accountant.epsilon(1e-5)
+
+
+def test_failed_replies_and_skipped_rounds_are_charged(tmp_path):
+    out = tmp_path / "faulty-private"
+    settings = {"num-rounds": 3, "dp": "sample", "noise-multiplier": 1.0, "local-epochs": 1, "release": "all"}
+    script = str(ROOT / "tests" / "e2e" / "faulty_federation.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, script, str(out), json.dumps(settings)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    rounds = result["rounds"]
+    assert [r["skipped"] for r in rounds] == [False, False, True]  # partition 3 crashes in the last round
+    assert all(r["failures"]["1"] == "client error: injected crash on partition 1" for r in rounds)
+    privacy = result["privacy"]
+    # q = 1 (16 records, batch 16) and 1 step per round: every client was sent work in all 3 rounds
+    assert privacy["max_over"] == [0, 1, 2, 3] and privacy["rounds"] == 3
+    assert math.isclose(privacy["epsilon"], epsilon(1.0, 1.0, 3, 1e-5), rel_tol=1e-9)
+    for partition in (0, 2, 3):
+        assert _client_epsilon(out, partition) <= privacy["epsilon"] * (1 + 1e-9)
+
+
+def test_a_killed_private_run_charges_the_round_it_had_sent(tmp_path):
+    out = tmp_path / "killed"
+    settings = {"num-clients": 3, "num-rounds": 4, "samples-per-client": 16, "test-samples": 16}
+    settings |= {"dp": "sample", "noise-multiplier": 2.0, "local-epochs": 1}
+    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(out)]
+    cmd += [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    state = out / "privacy-state.json"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:  # kill as soon as round 3's messages have left
+            try:
+                if json.loads(state.read_text())["round"] == 3:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+        else:
+            pytest.fail("round 3 was never sent")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run([*cmd, "--set", "resume=true"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and [r["round"] for r in result["rounds"]] == [1, 2, 3, 4]
+    privacy = result["privacy"]
+    assert privacy["rounds"] == 5  # round 3 was sent twice: charged twice (clients re-send the stored release)
+    assert math.isclose(privacy["epsilon"], epsilon(2.0, 1.0, 5, 1e-5), rel_tol=1e-9)
+    for partition in range(3):
+        assert _client_epsilon(out, partition) <= privacy["epsilon"] * (1 + 1e-9)

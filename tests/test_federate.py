@@ -30,7 +30,7 @@ TINY = {
     "proxy_samples": 16,
     "width": 4,
     "batch_size": 8,
-    "round_timeout": 120.0,
+    "round_timeout": 600.0,  # catches hangs, not slowness: start-up on a loaded machine is inside it
 }
 
 
@@ -85,6 +85,13 @@ def test_bad_arguments_fail_before_any_process_starts(tmp_path, no_processes, kw
 def test_more_supernodes_than_one_machine_should_run_are_refused(tmp_path, no_processes):
     with pytest.raises(ValueError, match="use `fedcompress simulate`"):
         federate(tiny(tmp_path / "run", num_clients=MAX_SUPERNODES + 1))
+    assert not (tmp_path / "run").exists()
+
+
+def test_noise_from_the_public_seed_is_refused_by_a_deployment(tmp_path, no_processes):
+    seeded = tiny(tmp_path / "run", dp="client", dp_noise="local", noise_multiplier=1.0, dp_randomness="seeded")
+    with pytest.raises(ValueError, match="public seed"):
+        federate(seeded)
     assert not (tmp_path / "run").exists()
 
 

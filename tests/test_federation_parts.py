@@ -8,17 +8,23 @@ from fedcompress.federation.client_state import load_state_from_disk, save_state
 from fedcompress.federation.sampling import sample_clients
 from fedcompress.federation.server_optimizer import ServerOptimizer
 from fedcompress.federation.weights import load_arrays, save_arrays
+from fedcompress.seeding import numpy_rng
 
 
 def test_fixed_sampling_is_seeded_sized_and_order_free():
-    a = sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=2, seed=1, server_round=4)
+    a = sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=2, generator=numpy_rng(1, "sample", 4))
     b = sample_clients(
-        [9, 3, 1, 0, 2, 4, 5, 6, 7, 8], scheme="fixed", fraction=0.3, min_clients=2, seed=1, server_round=4
+        [9, 3, 1, 0, 2, 4, 5, 6, 7, 8], scheme="fixed", fraction=0.3, min_clients=2, generator=numpy_rng(1, "sample", 4)
     )
     assert a == b and len(a) == 3 and len(set(a)) == 3
-    assert sample_clients(range(10), scheme="fixed", fraction=0.01, min_clients=2, seed=1, server_round=4) != []
+    assert (
+        sample_clients(range(10), scheme="fixed", fraction=0.01, min_clients=2, generator=numpy_rng(1, "sample", 4))
+        != []
+    )
     rounds = {
-        tuple(sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=1, seed=1, server_round=r))
+        tuple(
+            sample_clients(range(10), scheme="fixed", fraction=0.3, min_clients=1, generator=numpy_rng(1, "sample", r))
+        )
         for r in range(1, 20)
     }
     assert len(rounds) > 5
@@ -26,7 +32,11 @@ def test_fixed_sampling_is_seeded_sized_and_order_free():
 
 def test_poisson_sampling_rate_matches_fraction():
     counts = [
-        len(sample_clients(range(100), scheme="poisson", fraction=0.2, min_clients=1, seed=0, server_round=r))
+        len(
+            sample_clients(
+                range(100), scheme="poisson", fraction=0.2, min_clients=1, generator=numpy_rng(0, "sample", r)
+            )
+        )
         for r in range(1, 201)
     ]
     # mean of 200 Binomial(100, 0.2) draws: sd of the mean = 4 / sqrt(200) ~ 0.28
@@ -35,9 +45,9 @@ def test_poisson_sampling_rate_matches_fraction():
 
 def test_sampling_rejects_bad_arguments():
     with pytest.raises(ValueError, match="fraction"):
-        sample_clients(range(3), scheme="fixed", fraction=0.0, min_clients=1, seed=0, server_round=1)
+        sample_clients(range(3), scheme="fixed", fraction=0.0, min_clients=1, generator=numpy_rng(0, "sample", 1))
     with pytest.raises(ValueError, match="scheme"):
-        sample_clients(range(3), scheme="stratified", fraction=0.5, min_clients=1, seed=0, server_round=1)
+        sample_clients(range(3), scheme="stratified", fraction=0.5, min_clients=1, generator=numpy_rng(0, "sample", 1))
 
 
 def test_server_optimizer_fedavg_and_momentum_and_state():
@@ -64,12 +74,16 @@ def test_client_state_prefers_memory_then_disk_by_round(tmp_path):
     for r in (1, 2, 3):
         save_state_to_disk(tmp_path, 5, state(r))
     assert len(list((tmp_path / "client-state" / "partition-5").glob("*.npz"))) == 2  # keeps the last two
-    assert select_state(state(3), server_round=4, disk_root=tmp_path, partition_id=5)["codec/x"][0] == 3
-    # a re-run of round 3 (server resumed from round 2's checkpoint) must start from round 2's state
+    assert select_state(state(3), server_round=4, disk_root=tmp_path, partition_id=5).before["codec/x"][0] == 3
+    # a re-run of round 3 (server resumed from round 2's checkpoint) starts its codec memory from round 2's
+    # state, while the newest state (round 3: accountant, stored release) is kept beside it
     rerun = select_state(state(3), server_round=3, disk_root=tmp_path, partition_id=5)
-    assert int(rerun["round"]) == 2
+    assert int(rerun.before["round"]) == 2 and int(rerun.latest["round"]) == 3
+    fresh_process = select_state(None, server_round=3, disk_root=tmp_path, partition_id=5)
+    assert int(fresh_process.before["round"]) == 2 and int(fresh_process.latest["round"]) == 3
     assert load_state_from_disk(tmp_path, 5, before_round=1) == {}
-    assert select_state(None, server_round=1, disk_root=None, partition_id=5) == {}
+    empty = select_state(None, server_round=1, disk_root=None, partition_id=5)
+    assert empty.before == {} and empty.latest == {}
 
 
 def test_checkpoint_round_trip_and_refusal(tmp_path):

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedcompress.config import RunConfig
 from fedcompress.privacy import (
     SampleLevelDP,
+    SampleLevelPlan,
     epsilon,
     per_sample_grad_norms,
     sample_level_noise,
@@ -20,6 +21,7 @@ from fedcompress.training import train_epochs
 
 DELTA = 1e-5
 SAMPLES, BATCH = 24, 8  # 3 batches: q = 1/3, 3 steps per epoch
+PLAN = SampleLevelPlan(sample_rate=1 / 3, steps_per_epoch=3, steps_per_round=3, total_steps=6, expected_batch_size=8)
 
 
 def _tiny_model() -> nn.Module:
@@ -27,23 +29,29 @@ def _tiny_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
 
 
-def _loader() -> DataLoader:
+def _dataset(samples: int = SAMPLES) -> TensorDataset:
     g = torch.Generator().manual_seed(5)
-    clean = torch.rand(SAMPLES, 1, 8, 8, generator=g)
-    noisy = clean + 0.1 * torch.randn(SAMPLES, 1, 8, 8, generator=g)
-    return DataLoader(TensorDataset(noisy, clean), batch_size=BATCH, shuffle=True)
+    clean = torch.rand(samples, 1, 8, 8, generator=g)
+    noisy = clean + 0.1 * torch.randn(samples, 1, 8, 8, generator=g)
+    return TensorDataset(noisy, clean)
 
 
-def _train_round(state: dict[str, np.ndarray] | None, weights: dict, seed: int, z: float = 1.1):
+def _loader() -> DataLoader:
+    return DataLoader(_dataset(), batch_size=BATCH, shuffle=True)
+
+
+def _train_round(
+    state: dict[str, np.ndarray] | None, weights: dict, seed: int, z: float = 1.1, plan=PLAN, samples=SAMPLES
+):
     """One client round as the ClientApp does it: fresh objects, reload the accountant, train one epoch."""
     model = _tiny_model()
     model.load_state_dict(weights)
-    dp = SampleLevelDP(noise_multiplier=z, clip_norm=0.05, accountant="prv")
+    dp = SampleLevelDP(noise_multiplier=z, clip_norm=0.05, plan=plan, accountant="prv")
     if state is not None:
         dp.load_state_dict(state)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     private_model, private_optimizer, private_loader = dp.make_private(
-        model, optimizer, _loader(), generator=torch.Generator().manual_seed(seed)
+        model, optimizer, _dataset(samples), generator=torch.Generator().manual_seed(seed)
     )
     train_epochs(private_model, private_loader, private_optimizer, 1)
     return dp, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -76,22 +84,38 @@ def test_noise_and_sampling_come_from_the_generator_only():
 
 def test_facade_checks_its_arguments():
     with pytest.raises(ValueError, match="grad_sample_mode"):
-        SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, grad_sample_mode="ghost")
+        SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, plan=PLAN, grad_sample_mode="ghost")
     with pytest.raises(ValueError, match="noise_multiplier"):
-        SampleLevelDP(noise_multiplier=0.0, clip_norm=1.0)
+        SampleLevelDP(noise_multiplier=0.0, clip_norm=1.0, plan=PLAN)
     with pytest.raises(ValueError, match="accountant"):
-        SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, accountant="gdp")
+        SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, plan=PLAN, accountant="gdp")
+    with pytest.raises(ValueError, match="plan"):
+        SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, plan=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        SampleLevelPlan(sample_rate=0.5, steps_per_epoch=0, steps_per_round=1, total_steps=1, expected_batch_size=1)
     model = _tiny_model()
-    dp = SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0)
+    dp = SampleLevelDP(noise_multiplier=1.0, clip_norm=1.0, plan=PLAN)
     with pytest.raises(ValueError, match="generator"):
-        dp.make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), _loader(), generator=None)
+        dp.make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), _dataset(), generator=None)
 
 
-def test_plan_matches_opacus_loader_and_calibrates_once_for_the_horizon():
+def test_a_shard_of_another_size_spends_exactly_the_public_schedule():
+    """The server plans with samples-per-client; a 25-image shard must spend the same, not more."""
+    cfg = RunConfig(dp="sample", noise_multiplier=1.1, samples_per_client=64, batch_size=16, local_epochs=1)
+    plan = sample_level_plan(cfg)
+    assert (plan.sample_rate, plan.steps_per_epoch, plan.expected_batch_size) == (0.25, 4, 16)
+    weights = _tiny_model().state_dict()
+    for samples in (25, 200):
+        dp, _ = _train_round(None, weights, seed=3, plan=plan, samples=samples)
+        assert dp.accountant.history == [(1.1, 0.25, 4)]  # what the ledger charges for one round
+        assert dp.epsilon(DELTA) == epsilon(1.1, 0.25, 4, DELTA)
+
+
+def test_plan_calibrates_once_for_the_horizon():
     cfg = RunConfig(dp="sample", target_epsilon=4.0, num_rounds=3, local_epochs=2, samples_per_client=64)
     plan = sample_level_plan(cfg)
     assert (plan.sample_rate, plan.steps_per_round, plan.total_steps) == (0.25, 8, 24)
-    assert sample_level_plan(cfg, num_samples=100).sample_rate == 1 / 7  # Opacus: 1 / len(loader)
+    assert sample_level_plan(cfg.replace(samples_per_client=100)).sample_rate == 1 / 7
     z = sample_level_noise(cfg)
     spent = epsilon(z, plan.sample_rate, plan.total_steps, cfg.delta, cfg.accountant)
     assert 0.98 * cfg.target_epsilon <= spent <= cfg.target_epsilon

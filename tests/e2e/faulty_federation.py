@@ -2,9 +2,11 @@
 
 The ServerApp is the real one. The ClientApp wraps the real one: partition 1 always raises, partition 2 sends
 a different kind of garbage each round, partition 3 crashes in the last round only (so that round has fewer
-usable replies than min-clients and must be skipped). Usage: ``python faulty_federation.py OUT_DIR``.
+usable replies than min-clients and must be skipped). Usage: ``python faulty_federation.py OUT_DIR [JSON]``,
+where JSON holds settings that replace the defaults below (a private run, fewer rounds).
 """
 
+import json
 import sys
 
 import numpy as np
@@ -63,17 +65,16 @@ def train(msg: Message, context: Context) -> Message:
 
 if __name__ == "__main__":
     out = sys.argv[1]
-    cfg = RunConfig.from_mapping(
-        {
-            "num-clients": 4,
-            "num-rounds": 5,
-            "min-clients": 2,
-            "samples-per-client": 16,
-            "test-samples": 16,
-            "round-timeout": 120,
-            "out-dir": out,
-        }
-    )
+    settings = {
+        "num-clients": 4,
+        "num-rounds": 5,
+        "min-clients": 2,
+        "samples-per-client": 16,
+        "test-samples": 16,
+        "round-timeout": 600,  # catches hangs, not slowness: Ray start-up on a loaded machine is in it
+        "out-dir": out,
+    }
+    cfg = RunConfig.from_mapping({**settings, **(json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})})
     prepare_flower_env(__import__("pathlib").Path(out) / ".flwr")
     run_simulation(
         server_app=build_server_app(cfg),

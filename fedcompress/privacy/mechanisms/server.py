@@ -29,6 +29,7 @@ from fedcompress.errors import RunError
 from fedcompress.privacy.accountant import epsilon
 from fedcompress.privacy.client_level import central_aggregate
 from fedcompress.privacy.ledger import LedgerEntry
+from fedcompress.privacy.policy import ClientPolicy
 from fedcompress.privacy.randomness import NoiseSource
 from fedcompress.seeding import numpy_rng
 from fedcompress.tensors import weighted_mean
@@ -111,6 +112,7 @@ class _AccountedServer(ServerMechanism):
     """Shared by the private modes: one noise multiplier for the horizon, an epsilon cache, start lines."""
 
     private = True
+    _library = "numpy"  # which generator draws the noise (the ledger names it)
 
     def __init__(self, cfg: RunConfig, source: NoiseSource | None = None) -> None:
         super().__init__(cfg, source)
@@ -141,8 +143,6 @@ class _AccountedServer(ServerMechanism):
             max_over=max_over,
             randomness=self.source.describe(self._library),
         )
-
-    _library = "numpy"
 
     def start_lines(self) -> list[str]:
         """Threat model, randomness, and a warning when delta is large for the population it protects."""
@@ -186,6 +186,18 @@ class _PerClientServer(_AccountedServer):
         most = max(self.charged.values(), default=0)
         attained = tuple(sorted(p for p, n in self.charged.items() if n == most)) if most else ()
         return self._entry(server_round, most * self.steps_per_round, most, attained)
+
+    def start_lines(self) -> list[str]:
+        """Also warn when the horizon passes the default client floor's budget (those clients will refuse)."""
+        lines = super().start_lines()
+        horizon = self._epsilon_at(self.cfg.num_rounds * self.steps_per_round)
+        floor = ClientPolicy().max_epsilon
+        if horizon > floor:
+            lines.append(
+                f"warning: {self.cfg.num_rounds} rounds take a client to epsilon {horizon:.3g}, past the default "
+                f"client floor's max-epsilon {floor:g}; clients without their own max-epsilon refuse rounds past it"
+            )
+        return lines
 
     def check_reported(self, metrics: Mapping[int, Mapping[str, float]]) -> None:
         """A client's release count or epsilon above the ledger's means the ledger trails: stop the run."""
