@@ -12,6 +12,15 @@ The Gaussian (GDP) accountant is never used: it underestimates. Two numerical gu
 bound: entries with sample rate 1 are merged into one exact Gaussian step (T Gaussian mechanisms with noise
 multiplier z compose to one with ``z / sqrt(T)``, Dong, Roth and Su 2019), and when the RDP bound exceeds
 ``PRV_LIMIT`` (epsilons in the hundreds, where PRV overflows) the RDP bound is reported instead, and logged.
+
+Why the reported epsilon is an upper bound: PRV's upper bound is its estimate at ``delta - delta_error``
+(``delta_error = delta / 1000``) plus ``eps_error``, the bound on its discretisation and truncation error (Gopi
+et al. 2021); ``eps_error`` is at least 0.2% of epsilon up to epsilon 5 (the RDP bound sizing it is above
+epsilon) and 0.01 beyond. Opacus's PRV models the remove direction of add-or-remove neighbours only; the check
+below covers both. ``tests/test_privacy_accountant_one_sided.py`` holds both accountants to dp-accounting's
+pessimistic PLD epsilon (an upper bound on the true epsilon, taking the worse direction) over sample rates 1e-3
+to 1, epsilons 0.06 to 15 and up to 10,000 steps: never more than 0.1% below it (measured: PRV 0.07% to 0.9%
+above, RDP 8% or more above); and calibrated noise never spends more than its target there.
 """
 
 from __future__ import annotations
