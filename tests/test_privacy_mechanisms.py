@@ -201,8 +201,10 @@ def test_delta_must_be_far_below_one_over_n():
         RunConfig(dp="client", noise_multiplier=1.0, num_clients=10, delta=0.1)
     loose = server_mechanism(RunConfig(dp="sample", noise_multiplier=1.0, delta=0.005))
     assert any("above 1/(10 n)" in line for line in loose.start_lines())
-    assert not any("warning" in line for line in server_mechanism(SAMPLE).start_lines())
+    assert not any("1/(10 n)" in line for line in server_mechanism(SAMPLE).start_lines())
     RunConfig(delta=0.05)  # no DP: delta is unused
+    horizon = server_mechanism(SAMPLE.replace(num_rounds=8)).start_lines()  # q = 1, 8 steps: epsilon 12.6
+    assert any("past the default client floor's max-epsilon 10" in line for line in horizon)
 
 
 def test_seeded_noise_is_refused_outside_the_simulation_engine():
