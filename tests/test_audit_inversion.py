@@ -1,4 +1,4 @@
-"""The gradient-inversion attack: exact client simulation, scoring, and leakage above a trivial baseline."""
+"""The gradient-inversion attack: the real client round, its exact simulation, scoring, leakage above a baseline."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,6 @@ from fedcompress.audit import (
     AuditConfig,
     Condition,
     InversionConfig,
-    PrivacySettings,
     attacked_model,
     conditions_from,
     invert_update,
@@ -28,14 +27,13 @@ def _client(cfg: AuditConfig, batch: int):
     return data, noise_std
 
 
-def test_simulated_local_sgd_matches_the_real_client_update():
-    # The attack is only as good as its model of the client: 3 steps of SGD with momentum on one batch.
+def test_simulated_local_sgd_matches_the_real_client_round():
+    # The attack is only as good as its model of the client: the update of run_client_round (3 local epochs of
+    # one batch, SGD with momentum, from the weights the downlink carried) is what it simulates.
     cfg = AuditConfig(width=4, image_size=16)
     model = attacked_model(cfg)
     data, _ = _client(cfg, batch=2)
-    observed = observe_update(
-        model, data, Condition(), local_steps=3, lr=cfg.lr, momentum=cfg.momentum, privacy=PrivacySettings(), seed=0
-    )
+    observed = observe_update(cfg, model, data, Condition(), local_steps=3)
     simulated = simulate_update(
         model,
         torch.from_numpy(np.array(data.noisy)),
@@ -54,9 +52,7 @@ def test_attack_beats_the_mean_image_without_defence():
     cfg = AuditConfig(image_size=16, seed=1)
     model = attacked_model(cfg)
     data, noise_std = _client(cfg, batch=1)
-    observed = observe_update(
-        model, data, Condition(), local_steps=1, lr=cfg.lr, momentum=cfg.momentum, privacy=PrivacySettings(), seed=0
-    )
+    observed = observe_update(cfg, model, data, Condition(), local_steps=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small convolutions: one thread is faster, and the machine may be shared
     try:
@@ -95,12 +91,41 @@ def test_scoring_undoes_a_permutation():
 
 
 def test_conditions_are_named_and_unique():
-    names = [c.name for c in conditions_from(("zstd", "none"), (8.0, 8), (("balanced", 8.0),))]
-    assert names == ["none", "codec=zstd", "dp=8", "codec=balanced+dp=8"]
+    conditions = conditions_from(("zstd", "none"), (8.0, 8), (("balanced", 8.0),), (8.0,))
+    names = [c.name for c in conditions]
+    assert names == [
+        "none",
+        "codec=zstd",
+        "dp=8",
+        "codec=balanced+dp=8",
+        "dp=8+informed-server",
+        "dp=8+seeded-noise+informed-server",
+    ]
+    assert [c.control for c in conditions] == [False] * 5 + [True]
+    assert [c.adversary for c in conditions][-3:] == ["honest-but-curious", "informed", "informed"]
     with pytest.raises(ValueError, match="epsilon"):
         Condition(epsilon=0.0)
     with pytest.raises(ValueError):
         Condition(codec="nonsense:3")
+    with pytest.raises(ValueError, match="randomness"):
+        Condition(epsilon=8.0, randomness="public")
+    with pytest.raises(ValueError, match="need DP"):
+        Condition(informed=True)
+
+
+def test_dp_condition_runs_the_deployed_sample_level_client():
+    # dp=8: Opacus DP-SGD in the real round, noise calibrated for epsilon 8 over that round, secret randomness.
+    cfg = AuditConfig(width=4, image_size=16)
+    model = attacked_model(cfg)
+    data, _ = _client(cfg, batch=1)
+    first = observe_update(cfg, model, data, Condition(epsilon=8.0), local_steps=1)
+    again = observe_update(cfg, model, data, Condition(epsilon=8.0), local_steps=1)
+    record = first.privacy
+    assert record["level"] == "sample" and record["randomness"] == "secret"
+    assert 7.9 < record["epsilon"] <= 8.0 and record["target_epsilon"] == 8.0
+    assert record["sample_rate"] == 1.0 and record["steps"] == 1 and record["noise_multiplier"] > 0.5
+    # secret noise: the same round on the same data and model releases a different update each time
+    assert any(not np.array_equal(first.update[k], again.update[k]) for k in first.update)
 
 
 def test_invert_rejects_bad_input():

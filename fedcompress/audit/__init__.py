@@ -2,11 +2,14 @@
 
 - :func:`invert_update` (``inversion``): Inverting-Gradients-style reconstruction of a client's images
   from its decoded update, simulating its local SGD; threat model in :data:`THREAT_MODEL`.
-- :func:`observe_update` (``conditions``): the update the server decodes under a defence (codec, sample-level
-  DP-SGD, both).
+- :class:`Condition` (``conditions``): a defence (codec, sample-level DP, the client's DP randomness) and the
+  adversary (honest-but-curious, or informed: it regenerates the noise from public values).
+- :func:`observe_update` (``client``): the update the server decodes from the REAL client round
+  (``run_client_round``) under a condition.
+- :func:`regenerated_noise` (``informed``): the informed server's estimate of the client's DP noise.
 - :func:`score_reconstruction` (``scoring``): per-image PSNR/SSIM after optimal assignment.
-- :func:`check_client_level_dp` (``dp_check``): Clopper-Pearson lower bound on the epsilon of the client-level
-  Gaussian mechanism as implemented, to compare with the accountant's.
+- :func:`check_client_level_dp` (``dp_check``): Clopper-Pearson lower bound on the epsilon of the deployed
+  client-level mechanism (:func:`local_noise_mechanism`, secret randomness), to compare with the accountant's.
 - :func:`run_audit` (``runner``): all of it for an :class:`AuditConfig`; writes ``audit.json`` and PNG grids.
   ``fedcompress audit`` is its command (``cli.register``).
 
@@ -22,6 +25,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
+    "ADVERSARIES": "conditions",
     "AuditConfig": "settings",
     "Condition": "conditions",
     "DPCheckResult": "dp_check",
@@ -29,20 +33,25 @@ _EXPORTS: dict[str, str] = {
     "LEAKAGE_FIELDS": "report",
     "Leakage": "scoring",
     "MODEL_INITS": "settings",
-    "ObservedUpdate": "conditions",
-    "PrivacySettings": "conditions",
+    "ObservedUpdate": "client",
     "Reconstruction": "inversion",
     "THREAT_MODEL": "inversion",
-    "attacked_model": "runner",
+    "attacked_model": "conditions",
     "check_client_level_dp": "dp_check",
-    "client_level_mechanism": "dp_check",
+    "client_config": "client",
     "clopper_pearson_upper": "dp_check",
     "conditions_from": "conditions",
+    "dp_check_rows": "dp_rows",
     "epsilon_lower_bound": "dp_check",
     "invert_update": "inversion",
     "load_audit_config": "settings",
+    "local_noise_mechanism": "dp_mechanisms",
     "mean_image_baseline": "scoring",
-    "observe_update": "conditions",
+    "noiseless_update": "informed",
+    "observe_update": "client",
+    "public_noise_adversary": "dp_mechanisms",
+    "regenerated_noise": "informed",
+    "relative_error": "informed",
     "run_audit": "runner",
     "score_reconstruction": "scoring",
     "simulate_update": "inversion",

@@ -1,158 +1,122 @@
-"""What the server receives from the attacked client under each defence: the victim's side of the audit.
+"""The defences the audit compares, and the global model the server sent.
 
-A condition is a codec (``"none"`` or a preset/spec of :mod:`fedcompress.codec`) and optionally
-sample-level DP (Opacus DP-SGD through :class:`fedcompress.privacy.SampleLevelDP`, noise calibrated for a
-target epsilon over the client's local steps). The client trains exactly as in a federation round
-(:mod:`fedcompress.training`: shuffled loader, SGD with momentum, ``local_steps`` epochs over a shard of
-one batch), and the update ``w_local - w_global`` goes through the codec; the attack sees the DECODED
-update.
+A condition is a codec (``"none"`` or a preset/spec of :mod:`fedcompress.codec`), optionally sample-level DP at a
+target epsilon (the client's ``dp = "sample"``), the client's DP randomness (``"secret"``, as deployed, or
+``"seeded"`` from the public run seed: a negative control) and the adversary: the honest-but-curious server,
+or an INFORMED server that knows the run configuration (seed, round, partition) and tries to regenerate the DP
+noise from those public values and subtract it before attacking (:mod:`fedcompress.audit.informed`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedcompress.audit.settings import AuditConfig
-from fedcompress.codec import decode, encode
 from fedcompress.codec.spec import parse_spec
-from fedcompress.data import DenoisingSet, test_data
+from fedcompress.data import test_data
 from fedcompress.models import build_model
+from fedcompress.privacy.randomness import RANDOMNESS
 from fedcompress.seeding import derive_seed, torch_generator
-from fedcompress.training import make_loader, make_optimizer, state_delta, train_epochs
+from fedcompress.training import make_loader, make_optimizer, train_epochs
 
-__all__ = [
-    "Condition",
-    "ObservedUpdate",
-    "PrivacySettings",
-    "attacked_model",
-    "conditions_from",
-    "observe_update",
-    "public_images",
-]
+__all__ = ["ADVERSARIES", "Condition", "attacked_model", "conditions_from", "public_images"]
 
+#: Who attacks: the server as it is, or one that first subtracts DP noise regenerated from public values.
+ADVERSARIES: tuple[str, ...] = ("honest-but-curious", "informed")
 _PUBLIC_SEED_SPACE = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Condition:
-    """One defence: ``codec`` (preset or spec) and, if ``epsilon`` is set, sample-level DP at that target."""
+    """One defence and adversary.
+
+    Parameters
+    ----------
+    codec : str
+        The client's uplink codec (preset or spec), default ``"none"``.
+    epsilon : float | None
+        Target epsilon of the client's sample-level DP over its round; None: no DP.
+    randomness : str
+        The client's ``dp-randomness``: ``"secret"`` (deployed) or ``"seeded"`` (negative control: noise
+        derived from the public seed). Needs ``epsilon``.
+    informed : bool
+        The server regenerates the noise from public values and subtracts it before attacking. Needs ``epsilon``.
+    """
 
     codec: str = "none"
     epsilon: float | None = None
+    randomness: str = "secret"
+    informed: bool = False
 
     def __post_init__(self) -> None:
         parse_spec(self.codec)  # ValueError naming the bad stage
         if self.epsilon is not None and not (math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ValueError(f"Condition.epsilon must be a positive finite number or None, got {self.epsilon!r}")
+        if self.randomness not in RANDOMNESS:
+            raise ValueError(f"Condition.randomness must be one of {RANDOMNESS}, got {self.randomness!r}")
+        if self.epsilon is None and (self.informed or self.randomness != "secret"):
+            raise ValueError("Condition.informed and Condition.randomness='seeded' need DP (an epsilon)")
 
     @property
     def name(self) -> str:
-        """``none``, ``codec=q8``, ``dp=8`` or ``codec=balanced+dp=8``."""
+        """``none``, ``codec=q8``, ``dp=8``, ``codec=balanced+dp=8``, ``dp=8+seeded-noise+informed-server``."""
         parts = [] if self.codec == "none" else [f"codec={self.codec}"]
         if self.epsilon is not None:
             parts.append(f"dp={self.epsilon:g}")
+        if self.randomness != "secret":
+            parts.append(f"{self.randomness}-noise")
+        if self.informed:
+            parts.append("informed-server")
         return "+".join(parts) or "none"
 
+    @property
+    def adversary(self) -> str:
+        """One of :data:`ADVERSARIES`."""
+        return ADVERSARIES[1] if self.informed else ADVERSARIES[0]
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PrivacySettings:
-    """What sample-level DP needs besides the target epsilon (every epsilon is reported with these)."""
+    @property
+    def control(self) -> bool:
+        """A negative control: the client's noise is NOT secret, so no guarantee holds against the server."""
+        return self.randomness != "secret"
 
-    delta: float = 1e-5
-    clip_norm: float = 0.05
-    accountant: str = "prv"
-
-
-@dataclasses.dataclass(frozen=True)
-class ObservedUpdate:
-    """The decoded update the server holds, its payload size and, under DP, the full privacy record."""
-
-    update: dict[str, np.ndarray]
-    payload_bytes: int
-    privacy: dict[str, Any] | None
+    def describe(self) -> dict[str, Any]:
+        """The row fields that say what was attacked: name, codec, randomness, adversary, control."""
+        return {
+            "condition": self.name,
+            "codec": self.codec,
+            "randomness": None if self.epsilon is None else self.randomness,
+            "adversary": self.adversary,
+            "control": self.control,
+        }
 
 
 def conditions_from(
-    codecs: tuple[str, ...], epsilons: tuple[float, ...], combined: tuple[tuple[str, float], ...]
+    codecs: tuple[str, ...],
+    epsilons: tuple[float, ...],
+    combined: tuple[tuple[str, float], ...],
+    informed: tuple[float, ...] = (),
 ) -> list[Condition]:
-    """No defence, each codec alone, each epsilon alone, then each (codec, epsilon) pair, without repeats."""
+    """No defence, each codec, each epsilon, each (codec, epsilon) pair, then the informed server, without repeats.
+
+    Each epsilon in ``informed`` gives two conditions: the informed server against the deployed client (secret
+    noise) and against the negative control whose client used ``dp-randomness = "seeded"``.
+    """
     items = [Condition()]
     items += [Condition(codec=c) for c in codecs]
     items += [Condition(epsilon=float(e)) for e in epsilons]
     items += [Condition(codec=c, epsilon=float(e)) for c, e in combined]
+    for e in informed:
+        items.append(Condition(epsilon=float(e), informed=True))
+        items.append(Condition(epsilon=float(e), randomness="seeded", informed=True))
     unique: dict[str, Condition] = {}
     for item in items:
         unique.setdefault(item.name, item)
     return list(unique.values())
-
-
-def observe_update(
-    model: nn.Module,
-    data: DenoisingSet,
-    condition: Condition,
-    *,
-    local_steps: int,
-    lr: float,
-    momentum: float,
-    privacy: PrivacySettings,
-    seed: int,
-) -> ObservedUpdate:
-    """Train a copy of ``model`` on ``data`` (one batch of all its records); return what the server decodes.
-
-    ``model`` is not changed. Under DP the noise multiplier is calibrated once for ``local_steps`` steps at
-    sample rate 1 (the shard is one batch), and the reported epsilon is the engine's own after training.
-    """
-    client = copy.deepcopy(model)
-    generator = torch_generator(seed, "audit-client")  # same batch order in every condition
-    loader = make_loader(data, len(data), generator)
-    optimizer = make_optimizer(client, lr, momentum)
-    record = None
-    if condition.epsilon is None:
-        train_epochs(client, loader, optimizer, local_steps)
-    else:
-        record = _train_private(client, loader, optimizer, condition.epsilon, local_steps, privacy, generator)
-    delta = {k: v.numpy() for k, v in state_delta(client.state_dict(), model.state_dict()).items()}
-    payload = encode(delta, condition.codec, seed=derive_seed(seed, "audit-codec", condition.name))
-    return ObservedUpdate(update=decode(payload), payload_bytes=len(payload), privacy=record)
-
-
-def _train_private(
-    client: nn.Module,
-    loader: Any,
-    optimizer: Any,
-    epsilon: float,
-    steps: int,
-    privacy: PrivacySettings,
-    generator: Any,
-) -> dict[str, Any]:
-    """DP-SGD on ``client`` in place; returns the privacy record of the release."""
-    from fedcompress.privacy import SampleLevelDP, calibrate_noise
-
-    sample_rate = 1.0 / len(loader)
-    noise = float(calibrate_noise(epsilon, sample_rate, steps, privacy.delta, accountant=privacy.accountant))
-    engine = SampleLevelDP(noise_multiplier=noise, clip_norm=privacy.clip_norm, accountant=privacy.accountant)
-    private_model, private_optimizer, private_loader = engine.make_private(
-        client, optimizer, loader, generator=generator
-    )
-    train_epochs(private_model, private_loader, private_optimizer, steps)
-    return {
-        "level": "sample",
-        "target_epsilon": epsilon,
-        "epsilon": float(engine.epsilon(privacy.delta)),
-        "delta": privacy.delta,
-        "noise_multiplier": noise,
-        "clip_norm": privacy.clip_norm,
-        "sample_rate": sample_rate,
-        "steps": int(engine.steps),
-        "accountant": privacy.accountant,
-    }
 
 
 def attacked_model(config: AuditConfig) -> nn.Module:

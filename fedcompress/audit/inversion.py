@@ -16,7 +16,8 @@ Threat model (honest-but-curious server)
 The attacker knows the global model it sent, the client's learning rate, momentum, number of local steps and
 batch size (all are run configuration), and the site's noise level ``noise_std`` (a property of the scanner,
 not of a record). It sees only the DECODED update: after the client's DP-SGD or clip-and-noise and after the
-codec. It does not know the images nor the noise draws. For denoising the "label" is the clean image
+codec. It does not know the images nor the noise draws (the informed server of :mod:`fedcompress.audit.informed`
+tries to regenerate the draws from public values first). For denoising the "label" is the clean image
 itself, so the attacker reconstructs each record as a pair: a clean image ``y`` and a noise residual ``r``,
 with the noisy input ``x = clip(y + r, 0, 1)`` (how sites corrupt images). ``y`` gets the total-variation
 prior; ``r`` gets the Gaussian prior ``mean(r**2) / noise_std**2``. Leakage is scored on ``y`` against the
@@ -43,12 +44,14 @@ __all__ = ["THREAT_MODEL", "InversionConfig", "Reconstruction", "invert_update",
 #: The threat model in one paragraph, as written into every audit report.
 THREAT_MODEL = (
     "Honest-but-curious server. It knows the global model, the client's lr, momentum, local steps and batch "
-    "size, and the site's noise level; it sees only the decoded update (after DP and the codec). It "
-    "reconstructs each record as a clean image y and a noise residual r (noisy input clip(y + r, 0, 1)) by "
-    "matching the cosine similarity of the simulated local-SGD update, with a total-variation prior on y "
-    "and a Gaussian prior on r; best of several restarts by matching loss. Not adaptive to DP (no simulated "
-    "clipping or noise); sparsified updates are matched on their non-zero entries. Leakage = PSNR/SSIM of y "
-    "against the clean original after optimal assignment."
+    "size, and the site's noise level; it sees only the decoded update of the real client round (after DP and "
+    "the codec). It reconstructs each record as a clean image y and a noise residual r (noisy input "
+    "clip(y + r, 0, 1)) by matching the cosine similarity of the simulated local-SGD update, with a "
+    "total-variation prior on y and a Gaussian prior on r; best of several restarts by matching loss. Not "
+    "adaptive to DP (no simulated clipping or noise); sparsified updates are matched on their non-zero entries. "
+    "Informed-server rows: the server also knows the run config (seed, round, partition), regenerates the DP "
+    "noise as a seeded deployment would derive it (the client round on zero-gradient dummy data) and subtracts "
+    "it before attacking. Leakage = PSNR/SSIM of y against the clean original after optimal assignment."
 )
 
 

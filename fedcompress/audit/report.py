@@ -10,12 +10,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LEAKAGE_FIELDS", "leakage_table", "save_grid", "write_json"]
+__all__ = ["LEAKAGE_FIELDS", "dp_check_table", "leakage_table", "save_grid", "write_json"]
 
 #: Fields of every row of ``audit.json``'s ``leakage`` list (privacy fields are null without DP).
 LEAKAGE_FIELDS: tuple[str, ...] = (
     "condition",
     "codec",
+    "randomness",
+    "adversary",
+    "control",
     "dp",
     "epsilon",
     "target_epsilon",
@@ -37,6 +40,7 @@ LEAKAGE_FIELDS: tuple[str, ...] = (
     "baseline_ssim_mean",
     "match_loss",
     "payload_bytes",
+    "recovered_rel_error",
     "attack_reused_from",
     "seconds",
 )
@@ -50,13 +54,44 @@ def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
 
 
 def leakage_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width text table of the leakage rows, for the terminal."""
-    lines = [f"{'condition':<28}{'B':>3}{'S':>3}{'epsilon':>9}{'PSNR mean':>11}{'max':>7}{'SSIM':>7}{'base':>7}"]
+    """A fixed-width text table of the leakage rows, for the terminal and ``audit.txt``.
+
+    ``z`` is the noise multiplier; ``recov.`` is the informed server's relative error on the client's clipped
+    update after subtracting the noise it regenerated (about 0: the noise was removed; far above 1: it was not).
+    """
+    lines = [
+        f"{'condition':<36}{'B':>3}{'S':>3}{'epsilon':>9}{'z':>7}{'PSNR mean':>11}{'max':>7}{'SSIM':>7}"
+        f"{'base':>7}{'recov.':>9}"
+    ]
     for row in rows:
         eps = "-" if row["epsilon"] is None else f"{row['epsilon']:.3g}"
+        z = "-" if row.get("noise_multiplier") is None else f"{row['noise_multiplier']:.3g}"
+        recovered = "-" if row.get("recovered_rel_error") is None else f"{row['recovered_rel_error']:.2g}"
         lines.append(
-            f"{row['condition']:<28}{row['batch_size']:>3}{row['local_steps']:>3}{eps:>9}"
+            f"{row['condition']:<36}{row['batch_size']:>3}{row['local_steps']:>3}{eps:>9}{z:>7}"
             f"{row['psnr_mean']:>11.2f}{row['psnr_max']:>7.2f}{row['ssim_mean']:>7.3f}{row['baseline_psnr_mean']:>7.2f}"
+            f"{recovered:>9}"
+        )
+    return "\n".join(lines)
+
+
+def dp_check_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The DP-check rows as text: lower bound vs the accountant's epsilon, and the verdict (controls must fail)."""
+    lines = [f"{'DP check (client level, one release)':<44}{'adversary':<20}{'bound':>7}{'claimed':>9}  verdict"]
+    for row in rows:
+        flagged = not row["passed"]
+        verdict = "flagged" if flagged else "consistent"
+        verdict += " (as it must)" if flagged == row["control"] else " (AUDIT FAILS)"
+        lines.append(
+            f"{row['mechanism']:<44}{row['adversary']:<20}{row['epsilon_lower_bound']:>7.3f}{row['epsilon']:>9.3f}  "
+            f"{verdict}"
+        )
+    if rows:
+        first = rows[0]
+        lines.append(
+            f"z {first['noise_multiplier']:g}, C {first['clip_norm']:g}, delta {first['delta']:g}, "
+            f"{first['accountant']} accountant, {first['confidence']:.0%} confidence, {first['trials']} held-out + "
+            f"{first['selection_trials']} threshold releases per input"
         )
     return "\n".join(lines)
 

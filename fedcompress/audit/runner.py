@@ -1,9 +1,13 @@
 """One audit run: attack a client's update under every condition, check the DP mechanism, write the report.
 
 For each target (batch size B, local steps S) the client is partition ``partition_id`` holding B phantoms
-(one batch, so S local epochs are S steps). Conditions are run on ``defence_targets``; the other targets are
-attacked without defence. Identical decoded updates (a lossless codec) are attacked once and the result is
-reused, marked ``attack_reused_from``. Writes ``audit.json`` and ``grid_b{B}_s{S}.png`` into ``out_dir``.
+(one batch, so S local epochs are S steps), and what the server decodes comes from the REAL client round
+(:mod:`fedcompress.audit.client`). Conditions are run on ``defence_targets``; the other targets are attacked
+without defence. The informed-server conditions subtract the noise regenerated from public values first
+(:mod:`fedcompress.audit.informed`) and report how far the result is from the client's true clipped update.
+Identical decoded updates (a lossless codec) are attacked once and the result is reused, marked
+``attack_reused_from``. The DP checks (:mod:`fedcompress.audit.dp_rows`) run in a thread while the attacks run in
+their processes. Writes ``audit.json``, ``audit.txt`` and ``grid_b{B}_s{S}.png`` into ``out_dir``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +26,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedcompress.audit.conditions import (
-    Condition,
-    PrivacySettings,
-    attacked_model,
-    conditions_from,
-    observe_update,
-    public_images,
-)
-from fedcompress.audit.dp_check import check_client_level_dp, client_level_mechanism
+from fedcompress.audit.client import observe_update
+from fedcompress.audit.conditions import Condition, attacked_model, conditions_from, public_images
+from fedcompress.audit.dp_rows import dp_check_rows
+from fedcompress.audit.informed import noiseless_update, regenerated_noise, relative_error, subtract
 from fedcompress.audit.inversion import THREAT_MODEL, Reconstruction
 from fedcompress.audit.jobs import AttackJob, AttackResult, run_jobs
-from fedcompress.audit.report import leakage_table, save_grid, write_json
+from fedcompress.audit.report import dp_check_table, leakage_table, save_grid, write_json
 from fedcompress.audit.scoring import mean_image_baseline, score_reconstruction
 from fedcompress.audit.settings import AuditConfig, Target
-from fedcompress.data import client_data, site_profiles
-from fedcompress.privacy import clip_and_noise
-from fedcompress.seeding import derive_seed
+from fedcompress.data import DenoisingSet, client_data, site_profiles
 
 __all__ = ["SCHEMA_VERSION", "run_audit"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-_CONTROL_NOISE_SCALE = 0.1
+SCHEMA_VERSION = 2  # 2: rows from the real client round; randomness, adversary, control, recovered_rel_error
 
 
 def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -52,9 +49,10 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with _threads(config.threads):
+    with _threads(config.threads), ThreadPoolExecutor(1) as background:
         model = attacked_model(config)
         cases = _observe_all(config, model)
+        dp_future = background.submit(dp_check_rows, config)  # numpy work, while the attacks run in processes
         jobs: dict[str, AttackJob] = {}
         for case in cases:
             jobs.setdefault(case.key, case.job)
@@ -69,7 +67,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
             threads=config.threads,
         )
         rows, grids = _report_rows(cases, dict(zip(jobs, results, strict=True)), out)
-        dp_rows = _dp_checks(config)
+        dp_rows = dp_future.result()
     result = {
         "schema_version": SCHEMA_VERSION,
         "config": config.to_dict(),
@@ -80,7 +78,7 @@ def run_audit(config: AuditConfig, out_dir: str | Path) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
     }
     write_json(result, out / "audit.json")
-    (out / "audit.txt").write_text(leakage_table(rows) + "\n")
+    (out / "audit.txt").write_text(leakage_table(rows) + "\n\n" + dp_check_table(dp_rows) + "\n")
     return result
 
 
@@ -94,6 +92,7 @@ class _Case:
     baseline: dict[str, float]
     privacy: dict[str, Any] | None
     payload_bytes: int
+    recovered_error: float | None
     key: str
     job: AttackJob
 
@@ -102,7 +101,7 @@ def _observe_all(config: AuditConfig, model: nn.Module) -> list[_Case]:
     """Every target's client update under every condition that applies to it (cheap: local training only)."""
     reference = public_images(config, 256, "audit-reference").clean
     noise_std = site_profiles(config.num_partitions, config.non_iid, config.seed)[config.partition_id].noise_std
-    privacy = PrivacySettings(delta=config.delta, clip_norm=config.clip_norm, accountant=config.accountant)
+    defences = conditions_from(config.codecs, config.epsilons, config.combined, config.informed_epsilons)
     cases = []
     for target in dict.fromkeys((*config.targets, *config.defence_targets)):
         batch, steps = target
@@ -115,29 +114,39 @@ def _observe_all(config: AuditConfig, model: nn.Module) -> list[_Case]:
             seed=config.seed,
         )
         baseline = mean_image_baseline(data.clean, reference).summary()
-        defended = target in config.defence_targets
-        for condition in (
-            conditions_from(config.codecs, config.epsilons, config.combined) if defended else [Condition()]
-        ):
-            observed = observe_update(
-                model,
-                data,
-                condition,
-                local_steps=steps,
-                lr=config.lr,
-                momentum=config.momentum,
-                privacy=privacy,
-                seed=derive_seed(config.seed, "audit-target", batch, steps),
-            )
+        for condition in defences if target in config.defence_targets else [Condition()]:
+            observed = observe_update(config, model, data, condition, local_steps=steps)
+            update, error = observed.update, None
+            if condition.informed:
+                update, error = _informed(config, model, data, condition, update, steps)
             label = f"batch {batch}, {steps} step(s), {condition.name}"
-            job = AttackJob(
-                label, observed.update, batch, steps, config.lr, config.momentum, noise_std, data.image_shape
-            )
-            key = f"{batch}x{steps}:{_fingerprint(observed.update)}"
+            job = AttackJob(label, update, batch, steps, config.lr, config.momentum, noise_std, data.image_shape)
+            key = f"{batch}x{steps}:{_fingerprint(update)}"
             cases.append(
-                _Case(target, condition, data.clean, baseline, observed.privacy, observed.payload_bytes, key, job)
+                _Case(
+                    target, condition, data.clean, baseline, observed.privacy, observed.payload_bytes, error, key, job
+                )
             )
     return cases
+
+
+def _informed(
+    config: AuditConfig,
+    model: nn.Module,
+    data: DenoisingSet,
+    condition: Condition,
+    observed: dict[str, np.ndarray],
+    steps: int,
+) -> tuple[dict[str, np.ndarray], float | None]:
+    """The informed server's update (observed minus regenerated noise) and its error vs the true clipped update."""
+    noise = regenerated_noise(config, model, condition, batch_size=len(data), local_steps=steps)
+    update = subtract(observed, noise)
+    if steps != 1:  # the true update of several noisy steps is not defined without the noise
+        return update, None
+    truth = noiseless_update(model, data, lr=config.lr, clip_norm=config.clip_norm)
+    error = relative_error(update, truth)
+    log.info("audit: %s: recovered update vs the true clipped one, relative error %.3g", condition.name, error)
+    return update, error
 
 
 def _report_rows(
@@ -172,8 +181,7 @@ def _row(case: _Case, leak: Any, rec: Reconstruction, reused_from: str | None, s
     record = case.privacy or {}
     privacy_keys = ("epsilon", "target_epsilon", "delta", "noise_multiplier", "clip_norm", "sample_rate", "steps")
     return {
-        "condition": case.condition.name,
-        "codec": case.condition.codec,
+        **case.condition.describe(),
         "dp": record.get("level", "none"),
         **{k: record.get(k) for k in (*privacy_keys, "accountant")},
         "batch_size": case.target[0],
@@ -185,49 +193,10 @@ def _row(case: _Case, leak: Any, rec: Reconstruction, reused_from: str | None, s
         "baseline_ssim_mean": case.baseline["ssim_mean"],
         "match_loss": rec.match_loss,
         "payload_bytes": case.payload_bytes,
+        "recovered_rel_error": case.recovered_error,
         "attack_reused_from": reused_from,
         "seconds": seconds,
     }
-
-
-def _dp_checks(config: AuditConfig) -> list[dict[str, Any]]:
-    """The check on the real mechanism per codec, then a negative control whose noise is 10x too small."""
-    z, c = config.dp_check_noise_multiplier, config.dp_check_clip_norm
-    common = {
-        "clip_norm": c,
-        "noise_multiplier": z,
-        "trials": config.dp_check_trials,
-        "delta": config.delta,
-        "confidence": config.confidence,
-        "accountant": config.accountant,
-        "seed": config.seed,
-    }
-    rows = []
-    for codec in config.dp_check_codecs:
-        mechanism = client_level_mechanism(clip_norm=c, noise_multiplier=z, codec=codec, seed=config.seed)
-        result = check_client_level_dp(codec=codec, mechanism=mechanism, **common)  # type: ignore[arg-type]
-        rows.append({"mechanism": f"clip_and_noise + codec {codec}", "control": False, **result.to_dict()})
-
-    def too_little_noise(update: Any, generator: np.random.Generator) -> Any:
-        noised, _ = clip_and_noise(update, clip_norm=c, noise_multiplier=z * _CONTROL_NOISE_SCALE, generator=generator)
-        return noised
-
-    control = check_client_level_dp(mechanism=too_little_noise, **common)  # type: ignore[arg-type]
-    rows.append(
-        {
-            "mechanism": f"negative control: noise x {_CONTROL_NOISE_SCALE}",
-            "control": True,
-            **control.to_dict(),
-        }
-    )
-    for row in rows:
-        log.info(
-            "audit: DP check, %s: epsilon >= %.3f (accountant %.3f)",
-            row["mechanism"],
-            row["epsilon_lower_bound"],
-            row["epsilon"],
-        )
-    return rows
 
 
 def _fingerprint(update: dict[str, np.ndarray]) -> str:
