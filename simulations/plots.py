@@ -193,11 +193,14 @@ def leakage_curves(rows: Sequence[Series]) -> dict[str, list[tuple[float, float]
     """(epsilon, attack PSNR) points per codec, from ``audit.json`` leakage rows; no DP is epsilon ``inf``.
 
     Only the defended target is kept (the batch size and local steps that the DP conditions were attacked
-    at); rows need a finite ``psnr_mean``, and a ``source`` names the audit when there are several.
+    at); rows need a finite ``psnr_mean``, and a ``source`` names the audit when there are several. Rows of
+    another adversary (the informed server) and negative controls stay in the table, off the curves.
     """
     defended = {(r.get("batch_size"), r.get("local_steps")) for r in rows if r.get("dp") not in (None, "none")}
     curves: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
+        if r.get("control") or r.get("adversary") not in (None, "honest-but-curious"):
+            continue
         if (r.get("batch_size"), r.get("local_steps")) in defended:
             name = f"{r.get('source') or ''} codec {r.get('codec')}".strip()
             eps = math.inf if r.get("dp") in (None, "none") else float(r["epsilon"])

@@ -49,6 +49,7 @@ TINY = """
     restarts = 1
     dp-check-codecs = ["none"]
     dp-check-trials = 1000
+    dp-check-selection-trials = 300
     workers = 1
 """
 
@@ -90,7 +91,13 @@ def test_a_tiny_grid_runs_for_real_and_a_failing_cell_does_not_stop_it(swept):
     assert len((out / store.CSV_FILE).read_text().splitlines()) == 4
     audit = json.loads((out / "audit" / "audit.json").read_text())  # the grid's [audit], after the cells
     assert audit["config"]["iterations"] == 3 and audit["config"]["codecs"] == ["balanced"]
-    assert {row["condition"] for row in audit["leakage"]} == {"none", "codec=balanced", "dp=8"}
+    assert {row["condition"] for row in audit["leakage"]} == {
+        "none",
+        "codec=balanced",
+        "dp=8",
+        "dp=8+informed-server",  # the server regenerates the noise from public values: it must fail ...
+        "dp=8+seeded-noise+informed-server",  # ... unless the client opted in to seeded noise (a control)
+    }
     assert "audit: running" in first.stdout
 
 
