@@ -26,6 +26,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "accountant": ("prv", "rdp"),
     "dp_randomness": ("secret", "seeded"),
     "release": ("auto", "all", "minimal"),
+    "aggregation": ("mean", "trimmed-mean", "median", "norm-clip"),
+    "guard": ("reject", "clip", "off"),
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -53,6 +55,10 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "max_epsilon": (0.0, 1e6, True),
     "round_timeout": (1.0, 86_400.0, True),
     "student_width": (1, 512, True),
+    "trim_fraction": (0.0, 0.45, True),
+    "guard_norm": (0.0, 1e12, True),
+    "guard_median_factor": (1.0, 1e6, False),
+    "attack_clients": (0, 100_000, True),
 }
 
 
@@ -99,6 +105,13 @@ class RunConfig:
     max_epsilon: float = 0.0
     dp_randomness: str = "secret"
     release: str = "auto"
+    aggregation: str = "mean"
+    trim_fraction: float = 0.2
+    guard: str = "reject"
+    guard_norm: float = 0.0
+    guard_median_factor: float = 4.0
+    attack: str = ""
+    attack_clients: int = 0
     round_timeout: float = 300.0
     distill: bool = False
     student_width: int = 4
@@ -194,11 +207,32 @@ class RunConfig:
                 f"delta={self.delta:g} is at least 1/n for n={n} {what}: a mechanism that publishes one record "
                 f"in the clear satisfies such a delta. Use delta < {1.0 / n:g} (at most 1/(10 n) = {0.1 / n:g})"
             )
+        self._check_robustness()
         if self.dp == "client" and self.dp_noise == "central" and self.client_sampling != "poisson":
             raise ConfigError(
                 "dp='client' with dp-noise='central' needs client-sampling='poisson' so the accountant's "
                 f"amplification by sampling is true (got client-sampling={self.client_sampling!r})"
             )
+
+
+    def _check_robustness(self) -> None:
+        from fedcompress.federation.attacks import parse_attack  # lazy: keeps config import-light
+
+        if self.dp == "client" and self.dp_noise == "central" and self.aggregation != "mean":
+            raise ConfigError(
+                f"aggregation={self.aggregation!r} does not compose with central client-level DP, whose server "
+                "clips every update to clip-norm, sums and adds noise over a fixed denominator; use 'mean'"
+            )
+        try:
+            parse_attack(self.attack)
+        except ValueError as e:
+            raise ConfigError(f"setting 'attack' = {self.attack!r} is not valid: {e}") from e
+        if bool(self.attack) != (self.attack_clients > 0):
+            raise ConfigError(
+                f"attack={self.attack!r} and attack-clients={self.attack_clients} go together: set both or neither"
+            )
+        if self.attack_clients > self.num_clients:
+            raise ConfigError(f"attack-clients={self.attack_clients} is more than num-clients={self.num_clients}")
 
 
 def _key(name: str) -> str:

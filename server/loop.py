@@ -9,16 +9,19 @@ on disk (``privacy-state.json``), before the round's messages leave.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
 from fedcompress.federation import downlink
+from fedcompress.federation.attacks import attackers
 from fedcompress.federation.checkpoint import (
     CHECKPOINT_FILE,
     PRIVACY_STATE_FILE,
@@ -92,6 +95,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         _load_privacy(mechanism, out)
     if cfg.resume and (out / CHECKPOINT_FILE).exists():
         ckpt = load_checkpoint(out)
+        _check_same_run(cfg, ckpt.meta.get("config"), out)
         weights, start_round = ckpt.weights, ckpt.round + 1
         optimizer.load_state_dict(ckpt.optimizer)
         ledger = PrivacyLedger.from_dict(ckpt.meta.get("privacy", {}))
@@ -134,20 +138,30 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         # --- decode, aggregate, step -----------------------------------------------------------------
         outcome = strategy.aggregate_replies(server_round, replies)
         mechanism.check_reported(outcome.client_metrics)
-        if outcome.delta is None:
-            print(
-                f"round {server_round}: only {len(outcome.decoded.updates)} usable replies "
-                f"(min-clients={cfg.min_clients}); round skipped, model unchanged",
-                flush=True,
-            )
-        else:
-            weights = optimizer.step(weights, outcome.delta)
-        for partition, reason in sorted(outcome.decoded.failures.items()):
-            log.warning("round %s: client %s failed: %s", server_round, partition, reason)
         entry = mechanism.entry(server_round)
         if entry is not None:
             ledger.record(entry)
             recorder.privacy = ledger.to_dict()
+        for partition, reason in sorted({**outcome.decoded.failures, **outcome.guard.verdicts}.items()):
+            log.warning("round %s: client %s: %s", server_round, partition, reason)
+        if outcome.delta is None:
+            print(
+                f"round {server_round}: only {outcome.aggregated} usable updates (min-clients={cfg.min_clients}); "
+                "round skipped, model unchanged",
+                flush=True,
+            )
+        else:
+            stepped = optimizer.step(weights, outcome.delta)
+            if not all(np.all(np.isfinite(v)) for v in stepped.values()):
+                status = "diverged"
+                message = (
+                    f"stopped in round {server_round}: the aggregate made the global weights non-finite; the model "
+                    f"of round {server_round - 1} is kept and no checkpoint is written (aggregation="
+                    f"{cfg.aggregation!r}, guard={cfg.guard!r})"
+                )
+                print(message, flush=True)
+                break
+            weights = stepped
         # --- evaluate, record, checkpoint ------------------------------------------------------------
         row = _round_row(server_round, evaluator(weights), outcome, len(payload) * len(messages), time.monotonic() - t0)
         row["epsilon"] = None if entry is None else entry.epsilon
@@ -158,19 +172,42 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 round=server_round,
                 weights=weights,
                 optimizer=optimizer.state_dict(),
-                meta={"rows": recorder.rounds, "baseline": recorder.baseline, "privacy": recorder.privacy},
+                meta={
+                    "config": cfg.to_dict(),
+                    "rows": recorder.rounds,
+                    "baseline": recorder.baseline,
+                    "privacy": recorder.privacy,
+                },
             ),
         )
 
     # --- finish -----------------------------------------------------------------------------------------
     save_arrays(out / WEIGHTS_FILE, weights)
-    extra: dict[str, Any] = {"message": message, "weights": WEIGHTS_FILE}
+    extra: dict[str, Any] = {"message": message, "weights": WEIGHTS_FILE, "attackers": attackers(cfg)}
     if cfg.distill:
         extra["edge"] = _distill(weights, cfg, out)
     result = recorder.write(status=status, extra=extra)
     print(format_table(result), flush=True)
     print(f"result: {out / RESULT_FILE}", flush=True)
     return result
+
+
+#: Settings a resumed run may change: they do not shape what was already computed.
+RESUMABLE = ("num-rounds", "round-timeout", "resume", "out-dir", "distill", "student-width", "max-epsilon")
+
+
+def _check_same_run(cfg: RunConfig, saved: dict[str, Any] | None, out: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings, naming them."""
+    if saved is None:
+        raise ConfigError(f"cannot resume {out}: its checkpoint records no settings (made by an older fedcompress?)")
+    now = cfg.to_dict()
+    changed = [key for key in now if key not in RESUMABLE and saved.get(key) != now[key]]
+    if changed:
+        shown = ", ".join(f"{key}: {saved.get(key)!r} -> {now[key]!r}" for key in changed[:6])
+        raise ConfigError(
+            f"cannot resume {out} with other settings ({shown}); resume with the run's settings (only "
+            f"{', '.join(RESUMABLE[:3])} and similar may change) or start a new run"
+        )
 
 
 def _load_privacy(mechanism: ServerMechanism, out: Path) -> None:
@@ -198,9 +235,11 @@ def _round_row(
         "uplink_bytes": decoded.uplink_bytes,
         "downlink_bytes": downlink_bytes,
         "dense_uplink_bytes": int(sum(m.get("dense-bytes", 0) for m in metrics.values())),
-        "clients_ok": len(decoded.updates),
+        "clients_ok": outcome.aggregated,
         "clients_failed": len(decoded.failures),
         "failures": {str(k): v for k, v in sorted(decoded.failures.items())},
+        "guard_bound": outcome.guard.bound if math.isfinite(outcome.guard.bound) else None,
+        "guarded": {str(k): v for k, v in sorted(outcome.guard.verdicts.items())},
         "seconds": seconds,
         "skipped": outcome.skipped,
         "client_epsilon_reported": max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),

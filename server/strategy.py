@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import Strategy
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, decode_updates
+from fedcompress.federation.robust import GuardVerdicts, UpdateGuard, build_aggregator
 from fedcompress.privacy.mechanisms import ServerMechanism
 from server.records import payload_from_record
 
@@ -41,11 +42,17 @@ def _short_reason(reason: str | None, limit: int = 400) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RoundOutcome:
-    """What a round's replies came to: the aggregated delta (None when skipped), what decoded, what clients said."""
+    """A round's replies: the aggregated delta (None when skipped), what decoded, what the guard did, the metrics."""
 
     delta: dict[str, np.ndarray] | None
     decoded: DecodedRound
     client_metrics: dict[int, dict[str, float | int]]
+    guard: GuardVerdicts
+
+    @property
+    def aggregated(self) -> int:
+        """How many updates went into the aggregate (decoded and passed by the guard)."""
+        return len(self.decoded.updates) - sum(v.startswith("rejected") for v in self.guard.verdicts.values())
 
     @property
     def skipped(self) -> bool:
@@ -67,6 +74,10 @@ class CompressedFedAvg(Strategy):
     def __init__(self, cfg: RunConfig, mechanism: ServerMechanism) -> None:
         self.cfg = cfg
         self.mechanism = mechanism
+        self.aggregator = build_aggregator(cfg)
+        # Central DP clips every update to C itself; a bound relative to other clients would change its sensitivity.
+        mode = "off" if mechanism.bounds_updates else cfg.guard
+        self.guard = UpdateGuard(mode=mode, absolute=cfg.guard_norm, median_factor=cfg.guard_median_factor)
         self.node_of_partition: dict[int, int] = {}
         self._selected: list[int] = []
         self._reference: dict[str, np.ndarray] = {}
@@ -82,7 +93,11 @@ class CompressedFedAvg(Strategy):
 
     # ------------------------------------------------------------------ handshake
     def discover(self, grid: Grid, *, expected: int, timeout: float) -> dict[int, int]:
-        """Wait for ``expected`` nodes and ask each its partition id (bounded by ``timeout`` seconds)."""
+        """Wait for ``expected`` nodes and ask each its partition id (bounded by ``timeout`` seconds).
+
+        A partition id must be an int in ``[0, num-clients)`` and claimed by one node only: a second claimant is
+        refused (the first keeps it), and nodes beyond the federation are ignored; each is logged.
+        """
         deadline = time.monotonic() + timeout
         while len(node_ids := list(grid.get_node_ids())) < expected:
             if time.monotonic() > deadline:
@@ -90,19 +105,35 @@ class CompressedFedAvg(Strategy):
             time.sleep(0.5)
         unknown = [n for n in node_ids if n not in self.node_of_partition.values()]
         messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in unknown]
-        errors: list[str] = []
+        problems: list[str] = []
         for reply in grid.send_and_receive(messages, timeout=max(deadline - time.monotonic(), 5.0)):
-            if reply.has_error():
-                errors.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
-                continue
-            partition = int(reply.content.config_records["config"]["partition-id"])  # type: ignore[arg-type]
-            self.node_of_partition[partition] = reply.metadata.src_node_id
+            problem = self._register(reply)
+            if problem:
+                problems.append(problem)
+                log.warning("handshake: %s", problem)
         if len(self.node_of_partition) < expected:
             raise RunError(
                 f"only {len(self.node_of_partition)} of {expected} clients answered the handshake; "
-                f"errors: {'; '.join(errors[:3]) or 'none (timed out)'}"
+                f"problems: {'; '.join(problems[:3]) or 'none (timed out)'}"
             )
         return self.node_of_partition
+
+    def _register(self, reply: Message) -> str:
+        """Record the partition a handshake reply claims; return why it was refused ('' when registered)."""
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            return f"node {node}: {_short_reason(reply.error.reason)}"
+        try:
+            claimed = reply.content.config_records["config"]["partition-id"]
+        except KeyError:
+            return f"node {node} sent no partition-id"
+        if isinstance(claimed, bool) or not isinstance(claimed, int) or not 0 <= claimed < self.cfg.num_clients:
+            return f"node {node} claims partition-id {claimed!r}, not an int in [0, {self.cfg.num_clients}): ignored"
+        holder = self.node_of_partition.get(claimed)
+        if holder is not None and holder != node:
+            return f"node {node} claims partition {claimed}, already held by node {holder}: refused"
+        self.node_of_partition[claimed] = node
+        return ""
 
     # ------------------------------------------------------------------ train
     def configure_train(
@@ -116,12 +147,22 @@ class CompressedFedAvg(Strategy):
         ]
 
     def collect(self, replies: Iterable[Message], selected: list[int]) -> tuple[list[ClientUpdate], dict[int, str]]:
-        """Turn replies into ``ClientUpdate``s; errors and missing replies become named failures."""
-        partition_of_node = {n: p for p, n in self.node_of_partition.items()}
+        """Turn replies into ``ClientUpdate``s; errors and missing replies become named failures.
+
+        A reply counts only if it comes from a node selected this round, and only its first reply.
+        """
+        selected_node = {self.node_of_partition[p]: p for p in selected}
         updates: list[ClientUpdate] = []
         failures: dict[int, str] = {}
+        seen: set[int] = set()
         for reply in replies:
-            partition = partition_of_node.get(reply.metadata.src_node_id, -1)
+            node = reply.metadata.src_node_id
+            partition = selected_node.get(node)
+            if partition is None or partition in seen:
+                why = "a second reply" if partition in seen else "a reply from a node not selected this round"
+                log.warning("ignored %s (node %s)", why, node)
+                continue
+            seen.add(partition)
             if reply.has_error():
                 failures[partition] = f"client error: {_short_reason(reply.error.reason)}"
                 continue
@@ -134,27 +175,30 @@ class CompressedFedAvg(Strategy):
                 failures[partition] = f"malformed reply: {e}"
                 continue
             updates.append(ClientUpdate(partition_id=partition, payload=payload, metrics=metrics))
-        answered = {u.partition_id for u in updates} | set(failures)
         for partition in selected:
-            if partition not in answered:
+            if partition not in seen:
                 failures[partition] = f"no reply within round-timeout={self.cfg.round_timeout:.0f} s"
         return updates, failures
 
     def aggregate_replies(self, server_round: int, replies: Iterable[Message]) -> RoundOutcome:
-        """Count bytes, decode strictly, and let the mechanism aggregate (needs ``prepare_round`` first)."""
+        """Count bytes, decode strictly, guard, and let the mechanism aggregate (needs ``prepare_round`` first)."""
+        cfg = self.cfg
         updates, failures = self.collect(replies, self._selected)
-        decoded = decode_updates(updates, self._reference, uniform_weights=self.cfg.minimal_release)
+        cap = None if cfg.minimal_release else cfg.samples_per_client
+        decoded = decode_updates(updates, self._reference, weight_cap=cap)
         decoded.failures.update(failures)
         client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
-        if self.mechanism.skips(len(decoded.updates)):
-            return RoundOutcome(None, decoded, client_metrics)
+        kept, guard = self.guard.apply(decoded.updates)
+        if self.mechanism.skips(len(kept)):
+            return RoundOutcome(None, decoded, client_metrics, guard)
         delta = self.mechanism.aggregate(
-            [u for _, u, _ in decoded.updates],
-            [w for _, _, w in decoded.updates],
+            [u for _, u, _ in kept],
+            [w for _, _, w in kept],
             server_round=server_round,
             reference=self._reference,
+            base=self.aggregator,
         )
-        return RoundOutcome(delta, decoded, client_metrics)
+        return RoundOutcome(delta, decoded, client_metrics, guard)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

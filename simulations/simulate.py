@@ -38,7 +38,7 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
     out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
     cfg = cfg.replace(out_dir=str(out))
     # Only this harness may opt clients in to noise from the public seed (``dp-randomness = "seeded"``).
-    client_app = build_client_app(allow_seeded_noise=cfg.dp_randomness == "seeded")
+    client_app = build_client_app(allow_seeded_noise=cfg.dp_randomness == "seeded", state_dir=out)
     result = run_apps(build_server_app(cfg), client_app, cfg, cpus_per_client=cpus_per_client, quiet=quiet)
     if result["status"] == "running":
         raise RunError(f"the simulation stopped before finishing (status 'running' in {out / 'result.json'})")

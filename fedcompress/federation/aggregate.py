@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedcompress.codec import CodecError, DecodeLimits, decode
+from fedcompress.federation.robust import capped_weight
 
-__all__ = ["ClientUpdate", "DecodedRound", "decode_updates", "limits_for"]
+__all__ = ["ClientUpdate", "DecodedRound", "check_matches", "decode_updates", "limits_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,8 @@ def limits_for(reference: Mapping[str, np.ndarray]) -> DecodeLimits:
     )
 
 
-def _check_matches(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> None:
+def check_matches(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> None:
+    """Raise ``CodecError`` unless ``update`` has exactly the model's tensor names (in order) and shapes."""
     if list(update) != list(reference):
         missing = sorted(set(reference) - set(update))[:3]
         extra = sorted(set(update) - set(reference))[:3]
@@ -57,22 +59,23 @@ def _check_matches(update: Mapping[str, np.ndarray], reference: Mapping[str, np.
 
 
 def decode_updates(
-    replies: Sequence[ClientUpdate], reference: Mapping[str, np.ndarray], *, uniform_weights: bool
+    replies: Sequence[ClientUpdate], reference: Mapping[str, np.ndarray], *, weight_cap: int | None
 ) -> DecodedRound:
-    """Decode every reply against the model's names and shapes; bad ones become failures."""
+    """Decode every reply against the model's names and shapes; bad ones become failures.
+
+    Weights are the claimed ``num-examples`` capped at ``weight_cap`` (the public samples-per-client), or
+    uniform when ``weight_cap`` is None: a client's claim is never used uncapped.
+    """
     limits = limits_for(reference)
     result = DecodedRound(updates=[], failures={}, uplink_bytes=0)
     for reply in sorted(replies, key=lambda r: r.partition_id):  # a fixed order makes float sums reproducible
         result.uplink_bytes += len(reply.payload)
         try:
             update = decode(reply.payload, limits=limits)
-            _check_matches(update, reference)
+            check_matches(update, reference)
         except CodecError as e:
             result.failures[reply.partition_id] = f"bad payload: {e}"
             continue
-        weight = 1.0 if uniform_weights else float(reply.metrics.get("num-examples", 0))
-        if not (np.isfinite(weight) and weight > 0):
-            result.failures[reply.partition_id] = f"bad num-examples {reply.metrics.get('num-examples')!r}"
-            continue
+        weight = 1.0 if weight_cap is None else capped_weight(reply.metrics.get("num-examples"), weight_cap)
         result.updates.append((reply.partition_id, update, weight))
     return result

@@ -30,11 +30,12 @@ from fedcompress.config import RunConfig
 from fedcompress.data import client_data_for
 from fedcompress.data.denoising import DenoisingSet
 from fedcompress.federation import downlink
+from fedcompress.federation.attacks import attack_of
 from fedcompress.federation.client_state import ROUND_KEY, SavedState, state_round
 from fedcompress.models import build_model
 from fedcompress.privacy.mechanisms import client_mechanism
 from fedcompress.privacy.policy import ClientPolicy
-from fedcompress.seeding import derive_seed
+from fedcompress.seeding import derive_seed, numpy_rng
 
 __all__ = ["ClientReply", "run_client_round"]
 
@@ -108,6 +109,9 @@ def run_client_round(
     if not all(np.all(np.isfinite(v)) for v in delta.values()):
         raise FloatingPointError(f"client {partition_id}: local training diverged (NaN/Inf in the update)")
     delta = mechanism.privatise(delta, server_round)
+    attack = attack_of(cfg, partition_id)  # research knob: a lying client (attack-clients)
+    if attack is not None:
+        delta = attack.update(delta, numpy_rng(cfg.seed, "attack", server_round, partition_id))
 
     codec_state = None
     if cfg.error_feedback:
@@ -130,6 +134,8 @@ def run_client_round(
                 **mechanism.private_metrics(),
             }
         )
+    if attack is not None:
+        metrics = attack.report(metrics)
     state: dict[str, np.ndarray] = {ROUND_KEY: np.array(server_round)}
     if codec_state is not None:
         state.update({_CODEC + k: v for k, v in codec_state.state_dict().items()})

@@ -14,7 +14,7 @@ import numpy as np
 
 from fedcompress.codec import decode, encode, parse_spec
 from fedcompress.config import RunConfig
-from fedcompress.errors import CodecError
+from fedcompress.federation.aggregate import check_matches, limits_for
 from fedcompress.federation.weights import initial_weights
 from fedcompress.seeding import derive_seed
 
@@ -38,11 +38,15 @@ def broadcast(weights: Mapping[str, np.ndarray], cfg: RunConfig, server_round: i
 
 
 def receive(payload: bytes, cfg: RunConfig) -> dict[str, np.ndarray]:
-    """Rebuild the weights a client trains from (raises ``CodecError`` on a bad payload)."""
-    decoded = decode(payload)
-    reference = _reference(cfg)
-    if reference is None:
+    """Rebuild the weights a client trains from (raises ``CodecError`` on a bad payload).
+
+    The payload is decoded with limits sized to the client's own model and must hold exactly its tensors, so a
+    hostile server cannot make a client allocate more than its model (a 1 KB random-k payload declaring 2^28
+    values is refused before anything is allocated).
+    """
+    model = initial_weights(cfg)  # the model's names and shapes (and the lossy codec's reference), built here
+    decoded = decode(payload, limits=limits_for(model))
+    check_matches(decoded, model)
+    if is_lossless(cfg.downlink_codec):
         return decoded
-    if set(decoded) != set(reference):
-        raise CodecError("downlink payload tensor names do not match the model")
-    return {k: (reference[k] + decoded[k]).astype(np.float32) for k in reference}
+    return {k: (model[k] + decoded[k]).astype(np.float32) for k in model}

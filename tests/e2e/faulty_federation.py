@@ -8,6 +8,7 @@ where JSON holds settings that replace the defaults below (a private run, fewer 
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import zstandard
@@ -42,6 +43,7 @@ def garbage(kind: int, good: bytes) -> bytes:
 
 
 faulty = ClientApp()
+STATE_DIR: Path | None = None  # the run folder, as the simulation harness keeps it
 
 
 @faulty.query()
@@ -56,7 +58,7 @@ def train(msg: Message, context: Context) -> Message:
     last_round = int(msg.content["config"]["num-rounds"])
     if partition == 1 or (partition == 3 and server_round == last_round):
         raise RuntimeError(f"injected crash on partition {partition}")
-    reply = real.train(msg, context)
+    reply = real.train(msg, context, state_dir=STATE_DIR)
     if partition != 2:
         return reply
     bad = garbage((server_round - 1) % 4 + 1, payload_from_record(reply.content["arrays"]))
@@ -75,7 +77,8 @@ if __name__ == "__main__":
         "out-dir": out,
     }
     cfg = RunConfig.from_mapping({**settings, **(json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})})
-    prepare_flower_env(__import__("pathlib").Path(out) / ".flwr")
+    STATE_DIR = Path(out)
+    prepare_flower_env(Path(out) / ".flwr")
     run_simulation(
         server_app=build_server_app(cfg),
         client_app=faulty,

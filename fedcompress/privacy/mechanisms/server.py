@@ -19,7 +19,7 @@ client's own accountant; :meth:`ServerMechanism.check_reported` fails the run if
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ class ServerMechanism:
     """No privacy: nothing is charged; sampling and weighting come from the public seed and the replies."""
 
     private = False
+    bounds_updates = False  # True when the mechanism clips every update itself (central DP)
     level = "none"
     trust: str | None = None
     noise_multiplier = 0.0
@@ -69,9 +70,10 @@ class ServerMechanism:
         *,
         server_round: int,
         reference: Mapping[str, np.ndarray],
+        base: Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], dict[str, np.ndarray]] = weighted_mean,
     ) -> dict[str, np.ndarray]:
-        """The round's update: the weighted mean of the decoded ones (at least one)."""
-        return weighted_mean(updates, weights)
+        """The round's update from the decoded ones (at least one): ``base``, the configured aggregator."""
+        return base(updates, weights)
 
     # ------------------------------------------------------------------ accounting
     def charge(self, sent: Iterable[int]) -> None:
@@ -255,6 +257,7 @@ class CentralNoiseServer(_AccountedServer):
     """
 
     level, trust = "client", "central"
+    bounds_updates = True
 
     def __init__(self, cfg: RunConfig, *, noise_multiplier: float) -> None:
         super().__init__(cfg)
@@ -276,8 +279,12 @@ class CentralNoiseServer(_AccountedServer):
         *,
         server_round: int,
         reference: Mapping[str, np.ndarray],
+        base: Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], dict[str, np.ndarray]] = weighted_mean,
     ) -> dict[str, np.ndarray]:
-        """Clip each update to C, sum, add secret N(0, (zC)^2), divide by the FIXED q*N; weights are ignored."""
+        """Clip each update to C, sum, add secret N(0, (zC)^2), divide by the FIXED q*N.
+
+        ``base`` and ``weights`` are not used: this aggregation replaces them.
+        """
         cfg = self.cfg
         zero = {name: np.zeros_like(value, dtype=np.float32) for name, value in reference.items()}
         return central_aggregate(
@@ -305,7 +312,7 @@ class CentralNoiseServer(_AccountedServer):
         if not self.cfg.minimal_release:
             return row
         hidden = ("uplink_bytes", "dense_uplink_bytes", "downlink_bytes", "clients_ok", "clients_failed")
-        return {**row, **dict.fromkeys(hidden), "failures": {}}
+        return {**row, **dict.fromkeys(hidden), "failures": {}, "guarded": {}}
 
     def state_dict(self) -> dict[str, Any]:
         """Releases so far and the noise multiplier."""
