@@ -5,6 +5,11 @@ What runs (Flower 1.42; see notes/flower-1.42.md):
 - one ``flower-superlink`` on a free loopback port. In 1.42 that single HTTP port serves the Fleet API
   (SuperNodes), the Control API (the ``flwr`` CLI) and the Runtime API (its own ``flower-superexec``, which
   starts ``flwr-serverapp`` for the run);
+- SuperNode authentication (on by default): the SuperLink runs with ``--enable-supernode-auth``, which 1.42
+  accepts only over TLS, so TLS is then on too. Each SuperNode gets a key pair made for this run in
+  ``node-keys/`` (``simulations.node_auth``); its public key is registered with ``flwr supernode register``
+  before the SuperNode starts with ``--auth-supernode-private-key``. A SuperNode with any other key, or none,
+  is refused (``Failed to activate SuperNode`` / ``must be registered via the CLI``);
 - ``N`` ``flower-supernode`` processes, each with its own Runtime API port (``--port``; its SuperExec starts a
   fresh ``flwr-clientapp`` per message) and ``--node-config "partition-id=i num-partitions=N"``;
 - the ``flwr`` CLI, pointed at the SuperLink through connection ``fedcompress-local`` in
@@ -22,6 +27,7 @@ the SuperLink and SuperNodes SIGTERM (PR_SET_PDEATHSIG), and Flower's children f
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import math
@@ -42,6 +48,7 @@ from fedcompress.config import RunConfig, toml_document, toml_value
 from fedcompress.errors import RunError
 from fedcompress.federation.results import RESULT_FILE, read_result
 from simulations.flower_env import flower_env
+from simulations.node_auth import NodeKey, make_node_keys
 from simulations.processes import (
     CLI_TIMEOUT_S,
     ProcessGroup,
@@ -74,6 +81,7 @@ _POLL_S = 3.0
 _FAB_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".json", ".jsonl")
 _FAB_NAMES = (".gitignore", ".editorconfig", "LICENSE")
 _PROGRESS = re.compile(r"^(\[round \d+/\d+\]|round \d+: |resuming |stopped before round|result: )")
+_REGISTER_WORKERS = 4  # `flwr supernode register` processes at a time
 
 
 def _say(started: float, text: str) -> None:
@@ -93,6 +101,16 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _check_out_dir(out: Path) -> None:
+    """Raise ``ValueError`` naming the path if ``out`` is a file, or cannot be made because a parent is a file."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if path.is_dir():
+                return
+            what = "is a file, not a folder" if path == out else f"cannot be made: {str(path)!r} is a file"
+            raise ValueError(f"out-dir {str(out)!r} {what}; choose a folder for the run")
 
 
 def _listening(port: int) -> bool:
@@ -189,17 +207,28 @@ class LocalFederation:
     Parameters
     ----------
     out : Path
-        Run folder; ``logs/``, ``.flwr/`` (FLWR_HOME) and, with TLS, ``certs/`` are made inside it.
+        Run folder; ``logs/``, ``.flwr/`` (FLWR_HOME) and, with TLS, ``certs/`` are made inside it, and with
+        node authentication ``node-keys/`` (0700; private keys 0600).
     supernodes : int
         Number of SuperNodes; node ``i`` gets ``partition-id=i num-partitions=supernodes``.
     tls : bool, default False
-        Serve every API over TLS with certificates made for this run (``simulations.tls``).
+        Serve every API over TLS with certificates made for this run (``simulations.tls``). Implied by
+        ``node_auth``.
+    node_auth : bool, default True
+        Admit only SuperNodes whose public keys this federation registered (its own). Flower 1.42 requires TLS
+        for this, so it turns ``tls`` on.
     start_timeout : float, default 90
         Seconds to wait for the SuperLink and the SuperNodes to listen.
     """
 
     def __init__(
-        self, out: Path, *, supernodes: int, tls: bool = False, start_timeout: float = _START_TIMEOUT_S
+        self,
+        out: Path,
+        *,
+        supernodes: int,
+        tls: bool = False,
+        node_auth: bool = True,
+        start_timeout: float = _START_TIMEOUT_S,
     ) -> None:
         if isinstance(supernodes, bool) or not isinstance(supernodes, int) or supernodes < 1:
             raise ValueError(f"supernodes must be a positive whole number, got {supernodes!r}")
@@ -210,11 +239,15 @@ class LocalFederation:
             )
         if not (math.isfinite(start_timeout) and start_timeout > 0):
             raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
-        self.out, self.supernodes, self.tls, self.start_timeout = out, supernodes, tls, start_timeout
+        _check_out_dir(out)
+        self.out, self.supernodes, self.start_timeout = out, supernodes, start_timeout
+        self.node_auth, self.tls = node_auth, tls or node_auth
         self.logs, self.flwr_home = out / "logs", out / ".flwr"
         self.started = time.monotonic()
         self.port = 0
         self.certs: Certificates | None = None
+        self.node_keys: list[NodeKey] = []
+        self.node_ids: list[int] = []  # as registered, in SuperNode order (with node authentication)
         self._tools = {name: _tool(name) for name in ("flower-superlink", "flower-supernode", "flwr")}
         self._procs: ProcessGroup | None = None
         self._own_sigterm = False
@@ -248,7 +281,7 @@ class LocalFederation:
 
     # ------------------------------------------------------------------ start and stop
     def start(self) -> None:
-        """Start the SuperLink, then the SuperNodes, then write ``$FLWR_HOME/config.toml``."""
+        """Start the SuperLink, write ``$FLWR_HOME/config.toml``, register the node keys, start the SuperNodes."""
         self.logs.mkdir(parents=True, exist_ok=True)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         bin_dir = str(Path(self._tools["flower-superlink"]).parent)
@@ -263,11 +296,15 @@ class LocalFederation:
             from simulations.tls import make_certificates
 
             self.certs = make_certificates(self.out / "certs")
+        if self.node_auth:
+            self.node_keys = make_node_keys(self.out / "node-keys", self.supernodes)
         ports = _free_ports(1 + self.supernodes)
         self.port = ports[0]
         self._start_superlink()
-        self._start_supernodes(ports[1:])
         self._write_connection()
+        if self.node_auth:
+            self._register_nodes()
+        self._start_supernodes(ports[1:])
 
     def stop(self) -> None:
         """Stop every process started so far (idempotent)."""
@@ -314,11 +351,29 @@ class LocalFederation:
             str(self.port),
             "--disable-runtime-dependency-installation",
             *(self._server_tls_args() if self.tls else ["--insecure"]),
+            *(["--enable-supernode-auth"] if self.node_auth else []),
         ]
         popen = self.procs.start("superlink", cmd)
         self._wait_listening({"superlink": self.port})
-        mode = "TLS" if self.tls else "insecure"
+        mode = ("TLS" if self.tls else "insecure") + (", SuperNode authentication" if self.node_auth else "")
         self.say(f"started superlink on {_HOST}:{self.port} (pid {popen.pid}, {mode})")
+
+    def _register(self, key: NodeKey) -> int:
+        """``flwr supernode register`` one public key; return the node ID the SuperLink gave it."""
+        result = self.flwr(
+            "supernode", "register", str(key.public_key), CONNECTION, "--name", key.name, "--format", "json"
+        )
+        reply = _cli_json(result)
+        if result.returncode != 0 or not reply.get("success") or not reply.get("node-id"):
+            text = strip_colours(result.stdout + result.stderr).strip()[-2000:]
+            raise RunError(f"flwr supernode register {key.public_key} failed (exit code {result.returncode}): {text}")
+        return int(reply["node-id"])
+
+    def _register_nodes(self) -> None:
+        """Register every SuperNode's public key with the SuperLink (a few ``flwr`` processes at a time)."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=_REGISTER_WORKERS) as pool:
+            self.node_ids = list(pool.map(self._register, self.node_keys))
+        self.say(f"registered {len(self.node_ids)} SuperNode public keys (keys in {self.out / 'node-keys'})")
 
     def _start_supernodes(self, ports: list[int]) -> None:
         n = self.supernodes
@@ -339,6 +394,7 @@ class LocalFederation:
                     "--node-config",
                     f"partition-id={i} num-partitions={n}",
                     *tls,
+                    *(["--auth-supernode-private-key", str(self.node_keys[i].private_key)] if self.node_auth else []),
                 ],
             )
         self._wait_listening({f"supernode-{i}": port for i, port in enumerate(ports)})
@@ -448,7 +504,12 @@ class LocalFederation:
 
 
 def federate(
-    cfg: RunConfig, *, supernodes: int | None = None, tls: bool = False, timeout: float = 1800.0
+    cfg: RunConfig,
+    *,
+    supernodes: int | None = None,
+    tls: bool = False,
+    node_auth: bool = True,
+    timeout: float = 1800.0,
 ) -> dict[str, Any]:
     """Run ``cfg`` as a real multi-process federation on loopback and return the parsed ``result.json``.
 
@@ -460,6 +521,10 @@ def federate(
         Number of SuperNodes; must equal ``num-clients`` (each SuperNode serves one partition). Default: that.
     tls : bool
         Serve the SuperLink's APIs (and each SuperNode's Runtime API) over TLS with certificates for this run.
+        Implied by ``node_auth``.
+    node_auth : bool
+        SuperNode authentication: only the SuperNodes started here, with keys registered for this run, may
+        join (see ``LocalFederation``). Needs TLS, so it turns TLS on.
     timeout : float
         Seconds for the whole federation, start-up included; then the run is stopped and ``RunError`` raised.
 
@@ -488,6 +553,7 @@ def federate(
     ):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
+    _check_out_dir(out)
     if not cfg.resume and (out / RESULT_FILE).exists():
         raise ValueError(
             f"out-dir {str(out)!r} already holds a run ({RESULT_FILE}); "
@@ -495,7 +561,8 @@ def federate(
         )
     cfg = cfg.replace(out_dir=str(out))
     deadline = time.monotonic() + timeout
-    with LocalFederation(out, supernodes=count, tls=tls, start_timeout=min(_START_TIMEOUT_S, timeout)) as fed:
+    start_timeout = min(_START_TIMEOUT_S, timeout)
+    with LocalFederation(out, supernodes=count, tls=tls, node_auth=node_auth, start_timeout=start_timeout) as fed:
         run_id = fed.submit(cfg.to_dict())
         info = fed.wait(run_id, deadline)
     if info["status"] != "finished:completed":

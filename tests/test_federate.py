@@ -102,6 +102,28 @@ def test_a_finished_run_folder_is_refused_before_any_process_starts(tmp_path, no
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("inside", [False, True], ids=["file", "folder-under-a-file"])
+def test_an_out_dir_that_is_a_file_is_a_value_error_naming_it(tmp_path, no_processes, inside):
+    existing = tmp_path / "result-as-file"
+    existing.write_text("not a folder")
+    out = existing / "run" if inside else existing
+    with pytest.raises(ValueError, match=r"out-dir .*result-as-file.* file") as caught:
+        federate(tiny(out))
+    assert str(existing) in str(caught.value)
+    assert existing.read_text() == "not a folder"
+
+
+def test_the_command_line_turns_a_file_out_dir_into_one_line_and_exit_code_2(tmp_path, no_processes, capsys):
+    from fedcompress.cli import main
+
+    existing = tmp_path / "a-file"
+    existing.write_text("")
+    assert main(["federate", "--out", str(existing), "--set", "num-clients=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fedcompress federate: error: out-dir") and str(existing) in err
+    assert len(err.splitlines()) == 1
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Flower's own pathspec and click use
 def test_the_staged_app_holds_the_components_but_not_the_venv_or_runs(tmp_path):
     import io
@@ -163,6 +185,10 @@ def test_two_supernodes_two_rounds_complete_and_leave_nothing_running(tmp_path):
     logs = out / "logs"
     for name in ("superlink.log", "supernode-0.log", "supernode-1.log", "flwr-run.log", "serverapp.log"):
         assert (logs / name).is_file(), name
+    superlink = (logs / "superlink.log").read_text()
+    assert "will accept connections from any SuperNode" not in superlink  # SuperNode authentication is on
+    assert superlink.count("Activated node_id=") == 2
+    assert (out / "node-keys").stat().st_mode & 0o077 == 0
     assert_nothing_left(logs)
 
 
