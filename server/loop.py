@@ -98,8 +98,11 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         _check_same_run(cfg, ckpt.meta.get("config"), out)
         weights, start_round = ckpt.weights, ckpt.round + 1
         optimizer.load_state_dict(ckpt.optimizer)
-        ledger = PrivacyLedger.from_dict(ckpt.meta.get("privacy", {}))
-        recorder.rounds, recorder.baseline = ckpt.meta["rows"], ckpt.meta["baseline"]
+        try:
+            recorder.load_state_dict(ckpt.meta["recorder"])
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"cannot resume {out}: its checkpoint holds no usable run record ({e})") from e
+        ledger = PrivacyLedger.from_dict(recorder.privacy)
         print(f"resuming {out} after round {ckpt.round}", flush=True)
     else:
         recorder.baseline = {"round": 0, **evaluator(weights)}
@@ -172,12 +175,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 round=server_round,
                 weights=weights,
                 optimizer=optimizer.state_dict(),
-                meta={
-                    "config": cfg.to_dict(),
-                    "rows": recorder.rounds,
-                    "baseline": recorder.baseline,
-                    "privacy": recorder.privacy,
-                },
+                meta={"config": cfg.to_dict(), "recorder": recorder.state_dict()},
             ),
         )
 

@@ -66,6 +66,16 @@ class RunRecorder:
         )
         self.write(status="running")
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps to continue the record: rows, baseline and the privacy object (JSON)."""
+        return {"schema_version": 1, "rows": self.rounds, "baseline": self.baseline, "privacy": self.privacy}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output (``ValueError`` for another schema)."""
+        if state.get("schema_version") != 1:
+            raise ValueError(f"run record has schema_version {state.get('schema_version')!r}, expected 1")
+        self.rounds, self.baseline, self.privacy = list(state["rows"]), dict(state["baseline"]), dict(state["privacy"])
+
     def final_metrics(self) -> dict[str, Any]:
         """Totals over all rounds and the last evaluation."""
         up = _total(self.rounds, "uplink_bytes")

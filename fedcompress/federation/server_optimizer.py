@@ -50,13 +50,15 @@ class ServerOptimizer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Buffers as plain arrays, keyed ``momentum/<name>``, plus the schema version."""
         state = {f"momentum/{k}": v.copy() for k, v in self._buffer.items()}
-        state["schema"] = np.array(_SCHEMA)
+        state["schema_version"] = np.array(_SCHEMA)
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore buffers (copied) from ``state_dict()`` output."""
-        if int(np.asarray(state.get("schema", -1))) != _SCHEMA:
-            raise ValueError(f"server optimizer state has schema {state.get('schema')}, expected {_SCHEMA}")
+        if int(np.asarray(state.get("schema_version", -1))) != _SCHEMA:
+            raise ValueError(
+                f"server optimizer state has schema_version {state.get('schema_version')}, expected {_SCHEMA}"
+            )
         self._buffer = {
             k.removeprefix("momentum/"): np.array(v, dtype=np.float32)
             for k, v in state.items()

@@ -36,6 +36,7 @@ from fedcompress.tensors import weighted_mean
 
 __all__ = ["CentralNoiseServer", "LocalNoiseServer", "SampleLevelServer", "ServerMechanism"]
 
+_SCHEMA = 1
 _TOLERANCE = 1e-9  # relative slack when comparing a client's epsilon with the ledger's (float round-off)
 
 
@@ -219,7 +220,11 @@ class _PerClientServer(_AccountedServer):
 
     def state_dict(self) -> dict[str, Any]:
         """Releases charged per client, and the noise multiplier they were charged at."""
-        return {"charged": {str(k): v for k, v in self.charged.items()}, "noise_multiplier": self.noise_multiplier}
+        return {
+            "schema_version": _SCHEMA,
+            "charged": {str(k): v for k, v in self.charged.items()},
+            "noise_multiplier": self.noise_multiplier,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore charges made with the same noise multiplier (else ``ValueError``)."""
@@ -316,7 +321,7 @@ class CentralNoiseServer(_AccountedServer):
 
     def state_dict(self) -> dict[str, Any]:
         """Releases so far and the noise multiplier."""
-        return {"released": self.released, "noise_multiplier": self.noise_multiplier}
+        return {"schema_version": _SCHEMA, "released": self.released, "noise_multiplier": self.noise_multiplier}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore releases made with the same noise multiplier (else ``ValueError``)."""
@@ -325,6 +330,9 @@ class CentralNoiseServer(_AccountedServer):
 
 
 def _same_noise(state: Mapping[str, Any], noise_multiplier: float) -> None:
+    """Refuse a saved ledger of another schema or charged at another noise multiplier."""
+    if state.get("schema_version", _SCHEMA) != _SCHEMA:
+        raise ValueError(f"the saved ledger has schema_version {state.get('schema_version')}, expected {_SCHEMA}")
     saved = float(state.get("noise_multiplier", noise_multiplier))
     if not math.isclose(saved, noise_multiplier, rel_tol=1e-9):
         raise ValueError(
