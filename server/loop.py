@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
@@ -154,17 +153,16 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 flush=True,
             )
         else:
-            stepped = optimizer.step(weights, outcome.delta)
-            if not all(np.all(np.isfinite(v)) for v in stepped.values()):
+            try:
+                weights = optimizer.step(weights, outcome.delta)
+            except FloatingPointError as e:
                 status = "diverged"
                 message = (
-                    f"stopped in round {server_round}: the aggregate made the global weights non-finite; the model "
-                    f"of round {server_round - 1} is kept and no checkpoint is written (aggregation="
-                    f"{cfg.aggregation!r}, guard={cfg.guard!r})"
+                    f"stopped in round {server_round}: {e}; the model of round {server_round - 1} is kept and no "
+                    f"checkpoint is written (aggregation={cfg.aggregation!r}, guard={cfg.guard!r})"
                 )
                 print(message, flush=True)
                 break
-            weights = stepped
         # --- evaluate, record, checkpoint ------------------------------------------------------------
         row = _round_row(server_round, evaluator(weights), outcome, len(payload) * len(messages), time.monotonic() - t0)
         row["epsilon"] = None if entry is None else entry.epsilon

@@ -63,6 +63,10 @@ def test_server_optimizer_fedavg_and_momentum_and_state():
     assert np.allclose(clone.step(w2, d)["a"], opt.step(w2, d)["a"])
     with pytest.raises(ValueError, match="momentum"):
         ServerOptimizer(momentum=1.0)
+    before = clone.state_dict()
+    with pytest.raises(FloatingPointError, match="non-finite"):  # never a step into a broken model
+        clone.step({"a": np.full(3, 3e38, np.float32)}, {"a": np.full(3, 3e38, np.float32)})
+    assert all(np.array_equal(before[k], v) for k, v in clone.state_dict().items())
     with pytest.raises(ValueError, match="schema"):
         clone.load_state_dict({})
 

@@ -35,16 +35,25 @@ class ServerOptimizer:
         self._buffer: dict[str, np.ndarray] = {}
 
     def step(self, weights: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Return new weights (inputs are not modified)."""
+        """Return new weights (inputs are not modified).
+
+        Raises ``FloatingPointError`` (and keeps its state) when the step would make any weight non-finite: the
+        server never steps into, or checkpoints, a broken model.
+        """
         if set(delta) != set(weights):
             raise ValueError("delta and weights have different tensor names")
         new: dict[str, np.ndarray] = {}
-        for name, w in weights.items():
-            d = np.asarray(delta[name], dtype=np.float32)
-            if self.momentum > 0.0:
-                d = (self.momentum * self._buffer.get(name, np.zeros_like(d)) + d).astype(np.float32)
-                self._buffer[name] = d
-            new[name] = (w + self.lr * d).astype(np.float32)
+        buffer: dict[str, np.ndarray] = {}
+        with np.errstate(over="ignore", invalid="ignore"):
+            for name, w in weights.items():
+                d = np.asarray(delta[name], dtype=np.float32)
+                if self.momentum > 0.0:
+                    d = buffer[name] = (self.momentum * self._buffer.get(name, np.zeros_like(d)) + d).astype(np.float32)
+                new[name] = (w + self.lr * d).astype(np.float32)
+        broken = [name for name, w in new.items() if not np.all(np.isfinite(w))]
+        if broken:
+            raise FloatingPointError(f"the step makes {len(broken)} weight tensors non-finite (first: {broken[0]!r})")
+        self._buffer.update(buffer)
         return new
 
     def state_dict(self) -> dict[str, np.ndarray]:
