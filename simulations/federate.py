@@ -391,8 +391,8 @@ class LocalFederation:
                     _HOST,
                     "--port",
                     str(port),
-                    "--node-config",
-                    f"partition-id={i} num-partitions={n}",
+                    "--node-config",  # each site keeps its client state in its own folder, as a real site would
+                    f'partition-id={i} num-partitions={n} state-dir="{self.out / "nodes" / f"node-{i}"}"',
                     *tls,
                     *(["--auth-supernode-private-key", str(self.node_keys[i].private_key)] if self.node_auth else []),
                 ],
