@@ -29,6 +29,7 @@ from server.records import payload_from_record
 __all__ = ["CompressedFedAvg", "RoundOutcome"]
 
 log = logging.getLogger("fedcompress")
+_SIMULATION_WAIT_S = 10.0
 
 
 def _short_reason(reason: str | None, limit: int = 400) -> str:
@@ -99,9 +100,16 @@ class CompressedFedAvg(Strategy):
         refused (the first keeps it), and nodes beyond the federation are ignored; each is logged.
         """
         deadline = time.monotonic() + timeout
+        # Flower's simulation engine registers every virtual node before the ServerApp starts: no point waiting.
+        wait = min(timeout, _SIMULATION_WAIT_S) if type(grid).__name__ == "InMemoryGrid" else timeout
+        give_up = time.monotonic() + wait
         while len(node_ids := list(grid.get_node_ids())) < expected:
-            if time.monotonic() > deadline:
-                raise RunError(f"only {len(node_ids)} of {expected} clients connected within {timeout:.0f} s")
+            if time.monotonic() > give_up:
+                raise RunError(
+                    f"only {len(node_ids)} of num-clients={expected} clients connected within {wait:.0f} s. With "
+                    f"`flwr run . local` pass --federation-config \"num-supernodes={expected}\"; in a deployment "
+                    f"start {expected} SuperNodes (partition-id 0..{expected - 1}) or lower num-clients"
+                )
             time.sleep(0.5)
         unknown = [n for n in node_ids if n not in self.node_of_partition.values()]
         messages = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in unknown]

@@ -105,3 +105,17 @@ def test_refuses_to_overwrite_a_run_without_resume(tmp_path):
     (out / "result.json").write_text("{}")
     done = subprocess.run(_simulate_cmd(out, TINY), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert done.returncode == 2 and "resume=true" in done.stderr
+
+
+def test_too_few_nodes_fail_fast_naming_the_fix(tmp_path):
+    script = str(ROOT / "tests" / "e2e" / "too_few_nodes.py")
+    done = subprocess.run(  # round-timeout is an hour: waiting for it would hit this timeout instead
+        [sys.executable, script, str(tmp_path / "run")],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "only 2 of num-clients=3 clients connected" in done.stdout + done.stderr
+    assert '--federation-config "num-supernodes=3"' in done.stdout + done.stderr
