@@ -12,12 +12,14 @@ Runners (the ``runner`` of a grid's ``[[cells]]``):
   round).
 
 ``python -m simulations.sweep --cell DIR`` calls ``run_cell_here``: it reads ``DIR/cell.json``, runs the
-cell, and on failure writes ``DIR/error.txt`` and exits non-zero. A watchdog ends the cell's process group
-when the sweep that started it dies, so a killed sweep leaves no federation running.
+cell, and on failure writes ``DIR/error.txt`` and exits non-zero. SIGTERM (the sweep stopping it, or Linux's
+parent-death signal when the sweep dies) and a watchdog on the parent end the cell's whole process group, so a
+stopped or killed sweep leaves no federation running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
+from simulations.processes import session_members
 
 if TYPE_CHECKING:
     from fedcompress.privacy import LedgerEntry
@@ -65,17 +68,46 @@ def check_runner_config(runner: str, cfg: RunConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- cell process
+def _end_cell(code: int) -> None:
+    """End this cell at once with every process it started (Ray's too) when it leads its session, else alone."""
+    if os.getsid(0) == os.getpid():
+        for pid in session_members(os.getpid()):  # also those that moved to another process group
+            if pid != os.getpid():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(code)
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM: the sweep is stopping this cell, or has died (PR_SET_PDEATHSIG). Nothing here needs saving."""
+    os.write(
+        1, f"cell: stopped by signal {signum}; ending its processes (a rerun resumes from the checkpoint)\n".encode()
+    )
+    _end_cell(128 + signum)
+
+
 def _watch_parent(parent: int) -> None:
-    """End this process group when the sweep process that started it is gone (re-parented)."""
+    """End this cell when the sweep process that started it is gone (re-parented); a fallback for the signal."""
     while True:
         if os.getppid() != parent:
-            os.killpg(os.getpgrp(), signal.SIGKILL)
-        time.sleep(1.0)
+            _end_cell(1)
+        time.sleep(0.5)
+
+
+def _end_with_parent() -> None:
+    """Tie this cell process to its sweep: SIGTERM or the sweep's death ends it and everything it started."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_signal)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def run_cell_here(folder: Path) -> int:
-    """Run the cell described by ``folder/cell.json`` in this process; 0 on success, 1 on failure."""
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    """Run the cell described by ``folder/cell.json`` in this process; 0 on success, 1 on failure.
+
+    The cell ends, with every process it started, on SIGTERM and when its sweep dies.
+    """
+    _end_with_parent()
     try:
         spec = json.loads((folder / "cell.json").read_text())
         cfg = RunConfig.from_mapping(spec["config"])

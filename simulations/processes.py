@@ -3,6 +3,10 @@
 A PID is only "ours" together with its start time (clock ticks since boot, /proc/PID/stat field 22), so a PID
 the kernel has reused for someone else's process is never signalled. Children start in their own sessions
 with a token in their environment; Linux SIGTERMs them if we die (PR_SET_PDEATHSIG).
+
+A child that leads its own session (``start_new_session``) takes everything it starts with it: ``stop_session``
+ends the whole session, found by its session id in /proc, and returns only when it is empty. While a clean-up
+runs, ``signals_held`` keeps a second Ctrl-C from cutting it short.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from fedcompress.errors import RunError
 
@@ -26,8 +31,12 @@ __all__ = [
     "GRACE_S",
     "ProcessGroup",
     "death_signal_setter",
+    "interrupt_on_signals",
     "process_alive",
+    "session_members",
+    "signals_held",
     "sigterm_to_interrupt",
+    "stop_session",
     "strip_colours",
     "tail_log",
 ]
@@ -248,3 +257,101 @@ def sigterm_to_interrupt() -> bool:
         return False
     signal.signal(signal.SIGTERM, _raise_interrupt)
     return True
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM both raise ``KeyboardInterrupt`` (so clean-up code runs).
+
+    Also where SIGINT was ignored (a job started with ``&`` by a script). Only in the main thread, and never over
+    a handler someone else installed; the previous handlers come back at the end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    replaceable = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler)
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    ours = [sig for sig, handler in previous.items() if handler in replaceable]
+    for sig in ours:
+        signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig in ours:
+            signal.signal(sig, previous[sig])
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM are noted (in the yielded list) instead of interrupting it.
+
+    For a clean-up that must finish: a second Ctrl-C while a cell is being stopped must not leave it half
+    stopped. Only in the main thread; elsewhere the block runs unprotected.
+    """
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _session_of(pid: int) -> tuple[int, str] | None:
+    """``(session id, state letter)`` of ``pid`` from /proc/PID/stat, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[3]), fields[0]
+
+
+def session_members(sid: int) -> list[int]:
+    """Live PIDs of session ``sid`` (a child started with ``start_new_session`` leads one whose id is its PID).
+
+    The kernel does not hand out a PID still in use as a session id, so the members found are that child's
+    descendants (those that did not ``setsid`` again) and never a stranger. Empty off Linux.
+    """
+    if not os.path.isdir("/proc"):
+        return []
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = _session_of(int(entry))
+            if found is not None and found[0] == sid and found[1] not in "ZX":
+                members.append(int(entry))
+    return sorted(members)
+
+
+def _signal_session(sid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, sig)
+    for pid in session_members(sid):  # members that moved to another process group of the session
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def stop_session(leader: subprocess.Popen[Any], grace: float = GRACE_S) -> list[int]:
+    """End ``leader`` (started with ``start_new_session``) and every process of its session; reap ``leader``.
+
+    SIGTERM, up to ``grace`` seconds for all of them to exit, then SIGKILL and up to ``grace`` seconds more.
+    Returns the PIDs still alive after that (empty unless a process is stuck in the kernel).
+    """
+    sid = leader.pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if leader.poll() is not None and not session_members(sid):
+            return []
+        _signal_session(sid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if leader.poll() is not None and not session_members(sid):
+                return []
+            time.sleep(0.05)
+    return sorted(set(session_members(sid)) | ({sid} if leader.poll() is None else set()))

@@ -22,6 +22,15 @@ from simulations.store import STORE_FILE, latest_records, noise_std, read_record
 
 __all__ = ["main", "pareto_front", "register", "render_report", "summarize"]
 
+# The settings the report reads from every record's config, with their JSON types (checked before anything).
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "dp": str,
+    "dp-noise": str,
+    "target-epsilon": (int, float),
+    "noise-multiplier": (int, float),
+    "codec": str,
+    "seed": int,
+}
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 _MAX_CURVES = 8
@@ -201,7 +210,7 @@ def _cells_table(records: Sequence[Mapping[str, Any]]) -> list[str]:
         row = [r["cell"], r["label"], r["config"]["seed"], r["status"], f.get("psnr"), f.get("psnr_initial")]
         row += [f.get("ssim"), (_eps(p.get("epsilon")) if private else _eps(None)) if ok else None]
         row += _privacy_values(p, private and ok)
-        rows.append([*row, f.get("uplink_bytes"), f.get("compression_ratio"), r["wall_seconds"]])
+        rows.append([*row, f.get("uplink_bytes"), f.get("compression_ratio"), r.get("wall_seconds")])
     return _table(header, rows)
 
 
@@ -361,11 +370,20 @@ def _audit_rows(store_dir: Path) -> list[dict[str, Any]]:
 
 
 def render_report(store_dir: str | Path) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` into ``store_dir`` from its store; return the report's path."""
+    """Write ``report.md`` and ``plots/*.png`` into ``store_dir`` from its store; return the report's path.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``store_dir`` holds no store.
+    ValueError
+        Naming the line and the field, when a record lacks a field the report reads (a store edited by hand or
+        written by something else).
+    """
     store_dir = Path(store_dir)
     if not (store_dir / STORE_FILE).is_file():
         raise FileNotFoundError(f"no {STORE_FILE} in {store_dir}: run `fedcompress sweep GRID --out {store_dir}`")
-    records = list(latest_records(read_records(store_dir)).values())
+    records = list(latest_records(read_records(store_dir, strict=True, config_types=_CONFIG_TYPES)).values())
     series = summarize(records)
     front = pareto_front(series)
     images = _plots(store_dir, series, front)
@@ -406,7 +424,7 @@ def render_report(store_dir: str | Path) -> Path:
         lines += [
             "## Failed cells",
             "",
-            *_table(["cell", "configuration", "error"], [[r["cell"], r["label"], r["error"]] for r in failed]),
+            *_table(["cell", "configuration", "error"], [[r["cell"], r["label"], r.get("error")] for r in failed]),
             "",
         ]
     path = store_dir / REPORT_FILE

@@ -1,4 +1,9 @@
-"""``fedcompress simulate``: one federation on Flower's simulation engine (Ray), in this process."""
+"""``fedcompress simulate``: one federation on Flower's simulation engine (Ray), in this process.
+
+The run folder is checked before Ray starts (a file in its place, a finished run, a corrupt checkpoint to resume
+all fail in one line, in a second) and locked while the run writes to it: a second run into the same folder is
+refused while the first lives, and the lock goes with the process however it ends.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig
-from fedcompress.errors import RunError
+from fedcompress.errors import ConfigError, RunError
 from fedcompress.federation.results import read_result
+from fedcompress.files import FolderLock
 from simulations.flower_env import prepare_flower_env
 
-__all__ = ["default_out_dir", "run_apps", "simulate"]
+__all__ = ["RUN_LOCK", "check_run_folder", "default_out_dir", "run_apps", "simulate"]
+
+RUN_LOCK = ".run.lock"  # file name of a run folder's lock
 
 
 def default_out_dir() -> Path:
@@ -35,7 +43,7 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
     from clients.app import build_client_app
     from server.app import build_server_app
 
-    out = Path(cfg.out_dir).resolve() if cfg.out_dir else default_out_dir()
+    out = Path(cfg.out_dir).expanduser().resolve() if cfg.out_dir else default_out_dir()
     cfg = cfg.replace(out_dir=str(out))
     # Only this harness may opt clients in to noise from the public seed (``dp-randomness = "seeded"``).
     client_app = build_client_app(allow_seeded_noise=cfg.dp_randomness == "seeded", state_dir=out)
@@ -45,32 +53,79 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
     return result
 
 
+def _make_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out-dir {str(out)!r} is a file, not a folder; choose a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create out-dir {str(out)!r}: {e.strerror or e}") from e
+
+
+def check_run_folder(cfg: RunConfig) -> None:
+    """Refuse, in one line (``ConfigError``), a run folder the server would refuse once Ray is up.
+
+    Without ``resume``: a folder that already holds a run. With it: a corrupt checkpoint or privacy state.
+    """
+    from fedcompress.federation.checkpoint import (
+        CHECKPOINT_FILE,
+        PRIVACY_STATE_FILE,
+        load_checkpoint,
+        load_privacy_state,
+    )
+    from server.loop import resolve_out_dir
+
+    out = Path(cfg.out_dir)
+    resolve_out_dir(cfg)
+    if not cfg.resume:
+        return
+    for name, load in ((CHECKPOINT_FILE, load_checkpoint), (PRIVACY_STATE_FILE, load_privacy_state)):
+        if not (out / name).is_file():
+            continue
+        try:
+            load(out)
+        except ValueError as e:  # the checkpoint's message says it is corrupt; a JSON error names no file
+            reason = " ".join(str(e).split())
+            shown = reason if str(out / name) in reason else f"{name} is corrupt ({reason})"
+            raise ConfigError(f"cannot resume {out}: {shown}") from e
+
+
 def run_apps(
     server_app: Any, client_app: Any, cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
 ) -> dict[str, Any]:
     """Run a ServerApp and a ClientApp on ``num-clients`` virtual SuperNodes; return ``cfg.out_dir``'s result.
 
     The one place a federation meets Flower's simulation engine (our apps, and the Flower DP baseline's).
-    ``cfg.out_dir`` must be absolute; Flower's home goes inside it.
+    ``cfg.out_dir`` must be absolute; Flower's home goes inside it. The folder is locked (``RUN_LOCK``) and
+    checked (:func:`check_run_folder`) before Ray starts.
+
+    Raises
+    ------
+    ConfigError
+        The folder cannot be a run folder, or cannot be resumed.
+    RunError
+        Another run holds the folder, or the simulation wrote no result.
     """
     from flwr.simulation import run_simulation
 
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    prepare_flower_env(out / ".flwr")
-    if quiet:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=cfg.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": cpus_per_client},
-            "init_args": {"logging_level": 30, "log_to_driver": True},
-        },
-        verbose_logging=False,
-    )
-    try:
-        return read_result(out)
-    except FileNotFoundError as e:
-        raise RunError(f"the simulation wrote no result in {out}; see the log above") from e
+    _make_folder(out)
+    with FolderLock(out, name=RUN_LOCK, what="run"):
+        check_run_folder(cfg)
+        prepare_flower_env(out / ".flwr")
+        if quiet:
+            logging.getLogger("flwr").setLevel(logging.WARNING)
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=cfg.num_clients,
+            backend_config={
+                "client_resources": {"num_cpus": cpus_per_client},
+                "init_args": {"logging_level": 30, "log_to_driver": True},
+            },
+            verbose_logging=False,
+        )
+        try:
+            return read_result(out)
+        except FileNotFoundError as e:
+            raise RunError(f"the simulation wrote no result in {out}; see the log above") from e

@@ -38,6 +38,7 @@ __all__ = [
     "latest_records",
     "noise_std",
     "read_records",
+    "record_problem",
     "series_key",
     "write_csv",
 ]
@@ -88,6 +89,70 @@ _ROUND_KEYS = (
     "skipped",
     "epsilon",
 )
+
+
+_Kind = type | tuple[type, ...]
+# The fields every record has (build_record / failed_record), with their JSON types.
+_RECORD_FIELDS: dict[str, _Kind] = {
+    "cell": str,
+    "series": str,
+    "label": str,
+    "runner": str,
+    "status": str,
+    "config": dict,
+    "final": dict,
+    "privacy": dict,
+    "rounds": list,
+}
+_KIND_NAMES = {str: "a string", dict: "an object", list: "a list", int: "an integer", float: "a number"}
+
+
+def _kinds(kind: _Kind) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _is(value: Any, kind: _Kind) -> bool:
+    """``isinstance``, except that JSON's true/false is not a number."""
+    return isinstance(value, kind) and (bool in _kinds(kind) or not isinstance(value, bool))
+
+
+def _kind_name(kind: _Kind) -> str:
+    kinds = _kinds(kind)
+    if float in kinds:  # (int, float): any number
+        return "a number"
+    return " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def record_problem(record: Mapping[str, Any], config_types: Mapping[str, _Kind] | None = None) -> str | None:
+    """What makes a store record unusable (a field missing or of the wrong type), or None when it is sound.
+
+    Parameters
+    ----------
+    record : Mapping
+        One parsed line of ``results.jsonl``.
+    config_types : Mapping, optional
+        Settings the caller reads from ``record["config"]``, with their types.
+    """
+    for key, kind in _RECORD_FIELDS.items():
+        if key not in record:
+            return f"record lacks the key {key!r}"
+        if not _is(record[key], kind):
+            return f"record key {key!r} must be {_kind_name(kind)}, got {_short(record[key])}"
+    for number, row in enumerate(record["rounds"], start=1):
+        if not isinstance(row, dict) or not _is(row.get("round"), int):
+            return f"row {number} of the rounds of cell {record['cell']!r} is not an object with an integer 'round'"
+    for key, kind in (config_types or {}).items():
+        if key not in record["config"]:
+            return f"record of cell {record['cell']!r} lacks the setting {key!r} in its config"
+        value = record["config"][key]
+        if not _is(value, kind):
+            return f"setting {key!r} of cell {record['cell']!r} must be {_kind_name(kind)}, got {_short(value)}"
+    return None
 
 
 def _hashed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,8 +247,18 @@ def append_record(store_dir: str | Path, record: Mapping[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def read_records(store_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record in the store, in file order; unreadable lines (a torn tail) are skipped with a warning."""
+def read_records(
+    store_dir: str | Path,
+    *,
+    strict: bool = False,
+    config_types: Mapping[str, _Kind] | None = None,
+) -> list[dict[str, Any]]:
+    """Every record in the store, in file order.
+
+    Lines that are not a complete JSON record (a torn line of a killed write) or of another schema are skipped
+    with a warning. A schema-1 record with a field missing or mistyped (see :func:`record_problem`) is skipped
+    with a warning too, or, with ``strict``, raises ``ValueError`` naming the file, the line and the field.
+    """
     path = Path(store_dir) / STORE_FILE
     if not path.is_file():
         return []
@@ -196,10 +271,16 @@ def read_records(store_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             log.warning("%s line %d is not a complete record (a killed write?); skipped", path, number)
             continue
-        if isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA and "cell" in record:
-            records.append(record)
-        else:
+        if not (isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA and "cell" in record):
             log.warning("%s line %d is not a schema-%d record; skipped", path, number, RECORD_SCHEMA)
+            continue
+        problem = record_problem(record, config_types)
+        if problem is not None and strict:
+            raise ValueError(f"{path} line {number}: {problem}; fix or delete that line")
+        if problem is not None:
+            log.warning("%s line %d: %s; skipped", path, number, problem)
+            continue
+        records.append(record)
     return records
 
 

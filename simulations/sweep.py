@@ -16,6 +16,13 @@ Meaningless combinations collapse: with ``dp = "none"`` every privacy setting re
 by ``RunConfig`` before anything runs. Each cell runs in its own process (``python -m simulations.sweep --cell
 DIR``), so a crash, a leak or a stuck Ray cluster ends with that cell; its record goes to the store either
 way, and rerunning the same command skips every recorded cell.
+
+Stopping: SIGINT (Ctrl-C) or SIGTERM to the sweep ends the running cell's whole session (the cell and its Ray
+processes), waits until it is gone, releases the folder's lock (``.sweep.lock``) and exits with 130; a SIGKILLed
+sweep takes its cell along too (the cell gets SIGTERM from Linux when its parent dies, and watches its parent).
+An interrupted cell has no record, so a rerun runs it again: from its own checkpoint (``resume = true``) when its
+folder holds one, from the start otherwise. A cell retried after a recorded failure (``--retry-failed``) starts
+afresh, since what failed may be in its saved state.
 """
 
 from __future__ import annotations
@@ -27,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -38,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig, parse_overrides, toml_document
-from fedcompress.errors import ConfigError, RunError
-from fedcompress.files import atomic_write_text
+from fedcompress.errors import ConfigError, FedCompressError
+from fedcompress.files import FolderLock, atomic_write_text
+from simulations.processes import death_signal_setter, interrupt_on_signals, signals_held, stop_session
 
 __all__ = ["RUNNERS", "Cell", "Sweep", "SweepRunner", "load_grid", "main", "register", "run_sweep"]
 
@@ -60,6 +67,10 @@ _PRIVATE_KEYS = (
 )
 _CLIENT_LEVEL_KEYS = ("dp-noise", "pre-noise")
 _SWEEP_OWNED = ("out-dir", "resume")
+SWEEP_LOCK = ".sweep.lock"
+# What a cell folder holds once its run has sent a round: with one of them, an interrupted cell resumes.
+_RUN_STATE = ("checkpoint.pt", "privacy-state.json")  # fedcompress.federation.checkpoint (which imports torch)
+_STOP_GRACE_S = 10.0  # SIGTERM to a cell's session, then this long, then SIGKILL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,8 +394,14 @@ class SweepRunner:
         """Run what is pending; returns 0 when every cell of the sweep has an ok record, else 1."""
         from simulations.store import latest_records, read_records
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with _SweepLock(self.out_dir) as lock:
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(f"--out {str(self.out_dir)!r} is a file, not a folder; choose a folder for the sweep")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the sweep folder {str(self.out_dir)!r}: {e.strerror or e}") from e
+        with _SweepLock(self.out_dir) as lock, interrupt_on_signals():
+            latest = latest_records(read_records(self.out_dir))
             pending = self.pending()
             done = len(self.sweep.cells) - len(pending)
             print(
@@ -394,7 +411,8 @@ class SweepRunner:
             )
             progress = _Progress(pending)
             for number, cell in enumerate(pending, start=1):
-                self._run_cell(cell, f"{done + number}/{len(self.sweep.cells)}", progress, lock.fd)
+                position = f"{done + number}/{len(self.sweep.cells)}"
+                self._run_cell(cell, position, progress, lock.fd, fresh=cell.id in latest)
             audit_ok = self._run_audit()
         latest = latest_records(read_records(self.out_dir))
         failed = [c for c in self.sweep.cells if latest.get(c.id, {}).get("status") != "ok"]
@@ -424,35 +442,45 @@ class SweepRunner:
         atomic_write_text(settings, toml_document(self.sweep.audit))
         print(f"audit: running -> {folder}", flush=True)
         command = [sys.executable, "-m", "fedcompress.cli", "audit", "--config", str(settings), "--out", str(folder)]
-        code = subprocess.run(command, env={**os.environ, **dict.fromkeys(_ONE_THREAD, "1")}, check=False).returncode
+        child = _start(command, env={**os.environ, **dict.fromkeys(_ONE_THREAD, "1")})
+        code = _wait(child, None, "audit")
         if code != 0:
             print(f"audit: FAILED with exit code {code}", flush=True)
         return code == 0
 
     # ------------------------------------------------------------------ one cell
-    def _prepare_folder(self, cell: Cell) -> Path:
+    def _prepare_folder(self, cell: Cell, *, fresh: bool) -> tuple[Path, bool]:
+        """The cell's folder and whether its run resumes: an interrupted run of ours continues from its checkpoint.
+
+        ``fresh`` (the cell has a failure on record and is being retried) and the ``flower-dp`` runner (which
+        keeps no checkpoint) start from an empty folder, as does a cell that never finished sending a round.
+        """
         folder = self.out_dir / "cells" / cell.id
-        if folder.exists():  # an interrupted or failed earlier attempt: start the cell afresh
+        resume = not fresh and cell.runner == "simulate" and any((folder / name).is_file() for name in _RUN_STATE)
+        if folder.exists() and not resume:
             shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").unlink(missing_ok=True)
         spec = cell.as_mapping()
         spec["config"]["out-dir"] = str(folder)
+        spec["config"]["resume"] = resume
         spec["cpus_per_client"] = self.cpus_per_client
         atomic_write_text(folder / "cell.json", json.dumps(spec, indent=2) + "\n")
-        return folder
+        return folder, resume
 
-    def _run_cell(self, cell: Cell, position: str, progress: _Progress, lock_fd: int) -> None:
+    def _run_cell(self, cell: Cell, position: str, progress: _Progress, lock_fd: int, *, fresh: bool) -> None:
         from simulations.store import append_record, build_record, failed_record, write_csv
 
-        folder = self._prepare_folder(cell)
+        folder, resume = self._prepare_folder(cell, fresh=fresh)
         print(
             f"[cell {position}] {cell.id} {cell.runner} seed={cell.config.seed}: {cell.label} "
+            f"{'(resuming its interrupted run from its checkpoint) ' if resume else ''}"
             f"(sweep ETA {_duration(progress.eta())})",
             flush=True,
         )
         progress.start_cell()
         started = time.monotonic()
-        error = self._spawn(cell, folder, position, progress, lock_fd)
+        error = self._spawn(folder, position, progress, lock_fd, resume=resume)
         wall = time.monotonic() - started
         result = None
         if error is None:
@@ -477,37 +505,36 @@ class SweepRunner:
         else:
             print(f"[cell {position}] FAILED in {_duration(wall)}: {record['error']}", flush=True)
 
-    def _spawn(self, cell: Cell, folder: Path, position: str, progress: _Progress, lock_fd: int) -> str | None:
-        """Run the child; stream its output to log.txt (and round lines to the terminal). Returns an error."""
+    def _spawn(self, folder: Path, position: str, progress: _Progress, lock_fd: int, *, resume: bool) -> str | None:
+        """Run the child; stream its output to log.txt (and round lines to the terminal). Returns an error.
+
+        The child leads its own session and holds the sweep's lock too (so an orphan still holds it). An
+        interrupt (Ctrl-C, SIGTERM) ends its whole session before it propagates.
+        """
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         for name in _ONE_THREAD:  # a user's own setting wins
             env.setdefault(name, "1")
-        with open(folder / "log.txt", "w") as log_file:
-            child = subprocess.Popen(
+        with open(folder / "log.txt", "a") as log_file:  # a resumed cell keeps the log of its first attempt
+            log_file.write(f"=== sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: {'resume' if resume else 'start'}\n")
+            log_file.flush()
+            child = _start(
                 self.command(folder),
+                env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
-                env=env,
-                start_new_session=True,
                 pass_fds=(lock_fd,),
                 bufsize=1,
             )
             reader = threading.Thread(target=self._echo, args=(child, log_file, position, progress), daemon=True)
             reader.start()
-            try:
-                code = child.wait(timeout=self.cell_timeout or None)
-            except subprocess.TimeoutExpired:
-                _stop(child)
-                reader.join(timeout=10)
-                return f"timed out after {self.cell_timeout:g} s (cell-timeout)"
-            except BaseException:
-                _stop(child)
-                raise
+            code = _wait(child, self.cell_timeout or None, f"[cell {position}]")
             reader.join(timeout=10)
+        if code is None:
+            return f"timed out after {self.cell_timeout:g} s (cell-timeout)"
         return None if code == 0 else _child_error(folder, code)
 
     def _echo(self, child: subprocess.Popen[str], log_file: Any, position: str, progress: _Progress) -> None:
@@ -527,40 +554,47 @@ class SweepRunner:
                 print(f"  | {line.rstrip()}", flush=True)
 
 
-class _SweepLock:
-    """An exclusive lock on the sweep folder, shared with the running child so an orphan still holds it."""
+class _SweepLock(FolderLock):
+    """The sweep folder's exclusive lock, shared with the running child (``pass_fds``) so an orphan still holds it."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / ".sweep.lock"
-        self.fd = -1
-
-    def __enter__(self) -> _SweepLock:
-        import fcntl
-
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise RunError(f"another sweep (or a cell it started) is running in {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        super().__init__(out_dir, name=SWEEP_LOCK, what="sweep (or a cell it started)")
 
 
-def _stop(child: subprocess.Popen[str]) -> None:
-    """End the child's whole process group (the cell and its Ray workers): TERM, then KILL."""
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _start(command: list[str], *, env: Mapping[str, str], **options: Any) -> subprocess.Popen[Any]:
+    """Start a child in its own session that Linux SIGTERMs if this process dies (even by SIGKILL)."""
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=death_signal_setter(), **options)
+
+
+def _wait(child: subprocess.Popen[Any], timeout: float | None, what: str) -> int | None:
+    """The child's exit code, or None when it ran past ``timeout`` and was stopped.
+
+    On an interrupt (Ctrl-C, SIGTERM) or any other error while waiting, the child's whole session is stopped
+    first (further interrupts are held meanwhile), then the interrupt propagates.
+    """
+    try:
+        return child.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(child, what)
+        return None
+    except BaseException:
+        _stop(child, what, interrupted=True)
+        raise
+
+
+def _stop(child: subprocess.Popen[Any], what: str, *, interrupted: bool = False) -> None:
+    """End the child's whole session (the cell and its Ray processes): SIGTERM, then SIGKILL; wait for all.
+
+    A Ctrl-C or SIGTERM meanwhile waits for the stop to finish, then interrupts the sweep as usual.
+    """
+    with signals_held() as held:
+        left = stop_session(child, grace=_STOP_GRACE_S)
+    if left:
+        print(f"{what} warning: processes {left} did not stop", file=sys.stderr, flush=True)
+    elif interrupted:
+        print(f"{what} interrupted: stopped it and every process it started; rerun to resume", flush=True)
+    if held and not interrupted:
+        raise KeyboardInterrupt(f"signal {held[0]}")
 
 
 def _child_error(folder: Path, code: int) -> str:
@@ -650,9 +684,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(["sweep", *argv])
     try:
         return int(args.func(args))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (FedCompressError, ValueError, FileNotFoundError) as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("sweep: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ The SuperLink serves its Fleet, Control and Runtime APIs over TLS with the serve
 server certificate's subjectAltName must hold that IP address (and ``localhost``); the common name is not
 consulted by gRPC or httpx. Keys are EC P-256 and valid for a few days: these certificates protect one run on
 one machine and are never meant to leave it.
+
+The private key is written 0600 (owner only) whatever was there before, by an atomic replace, and the folder is
+made 0700: a key regenerated over an older, world-readable ``server.key`` does not inherit its mode.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedcompress.files import atomic_write_bytes
+
 __all__ = ["LOOPBACK_NAMES", "Certificates", "make_certificates"]
 
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
+KEY_MODE = 0o600  # the private key: owner read/write only
+FOLDER_MODE = 0o700  # the certificate folder: owner only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +61,7 @@ def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.touch(mode=0o600)
-    path.write_bytes(pem)
+    atomic_write_bytes(path, pem, mode=KEY_MODE)  # a new file: an older one's mode is not kept
 
 
 def make_certificates(folder: Path, *, names: tuple[str, ...] = LOOPBACK_NAMES, days: int = 7) -> Certificates:
@@ -64,7 +70,7 @@ def make_certificates(folder: Path, *, names: tuple[str, ...] = LOOPBACK_NAMES, 
     Parameters
     ----------
     folder : Path
-        Created if missing; existing files of the same names are replaced.
+        Created if missing and made 0700; existing files of the same names are replaced (the key is 0600).
     names : tuple of str
         Host names and IP addresses the server certificate is valid for (its subjectAltName).
     days : int
@@ -74,7 +80,8 @@ def make_certificates(folder: Path, *, names: tuple[str, ...] = LOOPBACK_NAMES, 
         raise ValueError("names must hold at least one host name or IP address for the subjectAltName")
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    folder.chmod(FOLDER_MODE)  # also when it existed before
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
     end = start + datetime.timedelta(days=days, hours=1)
 
@@ -125,7 +132,7 @@ def make_certificates(folder: Path, *, names: tuple[str, ...] = LOOPBACK_NAMES, 
     )
 
     certs = Certificates(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    certs.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    certs.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    atomic_write_bytes(certs.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    atomic_write_bytes(certs.server_cert, server_cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     _write_key(certs.server_key, server_key)
     return certs

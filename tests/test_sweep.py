@@ -19,17 +19,22 @@ ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "simulations" / "grids"
 
 # A stand-in for one federation: reads cell.json, writes a result.json with the contract's keys.
-# lr = 0.07 fails at "run time"; a file named `slow` in the sweep folder makes every cell take 30 s.
+# lr = 0.07 fails at "run time"; a file named `slow` in the sweep folder makes every cell take 30 s; a file named
+# `children` makes it start two `sleep`s first (one in a process group of its own) and list its PIDs in `pids.txt`.
 FAKE_CELL = textwrap.dedent(
     """
-    import json, sys, time, threading
+    import json, os, subprocess, sys, time
     from pathlib import Path
-    from simulations.baselines import _watch_parent
-    import os
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    from simulations.baselines import _end_with_parent
+    _end_with_parent()
     folder = Path(sys.argv[1])
     spec = json.loads((folder / "cell.json").read_text())
     cfg = spec["config"]
+    if (folder.parents[1] / "children").exists():
+        kids = [subprocess.Popen(["sleep", "300"]), subprocess.Popen(["sleep", "300"], process_group=0)]
+        listed = folder.parents[1] / "pids.tmp"
+        listed.write_text(" ".join(str(p) for p in [os.getpid()] + [k.pid for k in kids]))
+        listed.replace(folder.parents[1] / "pids.txt")
     with open(folder.parents[1] / "invocations.txt", "a") as f:
         f.write(spec["id"] + "\\n")
     if cfg["lr"] == 0.07:
@@ -258,21 +263,96 @@ def test_rerun_skips_finished_and_failed_cells_unless_asked(tmp_path):
     assert invocations(out)[5:] == [cursed]
 
 
-def test_an_interrupted_cell_is_run_again_from_scratch(tmp_path):
+def test_an_interrupted_cell_resumes_in_its_own_folder_from_its_checkpoint(tmp_path):
     sweep = load_grid(write_grid(tmp_path, SMALL))
     out = tmp_path / "out"
     SweepRunner(sweep, out, command=fake_command).run()
-    # Interrupted: the store lost the last ok cell's record, and its folder holds a half-written run.
+    # Interrupted: the store lost the last ok cell's record, and its folder holds a run that stopped half way.
     lines = (out / store.STORE_FILE).read_text().splitlines()
     victim = json.loads(lines[3])
     (out / store.STORE_FILE).write_text("\n".join(lines[:3] + lines[4:]) + "\n")
     folder = out / "cells" / victim["cell"]
     (folder / "result.json").write_text('{"status": "running"}')
-    (folder / "checkpoint.pt").write_bytes(b"partial")
+    (folder / "checkpoint.pt").write_bytes(b"the run's checkpoint")
     SweepRunner(sweep, out, command=fake_command).run()
     assert invocations(out)[5:] == [victim["cell"]]
-    assert not (folder / "checkpoint.pt").exists()
+    assert (folder / "checkpoint.pt").read_bytes() == b"the run's checkpoint"  # kept for the run to continue
+    spec = json.loads((folder / "cell.json").read_text())
+    assert spec["config"]["resume"] is True and spec["config"]["out-dir"] == str(folder)
+    log = (folder / "log.txt").read_text()
+    assert ": start" in log and ": resume" in log  # one log, both attempts
     assert store.latest_records(store.read_records(out))[victim["cell"]]["status"] == "ok"
+
+
+@pytest.mark.parametrize("case", ["no checkpoint yet", "retried failure", "flower-dp runner"])
+def test_cells_that_cannot_resume_start_from_an_empty_folder(tmp_path, case):
+    grid = SMALL + (
+        '[[cells]]\nrunner = "flower-dp"\ndp = "client"\ndp-noise = "central"\nclient-sampling = "poisson"\n'
+        'codec = "none"\ntarget-epsilon = 8.0\n'
+    )
+    sweep = load_grid(write_grid(tmp_path, grid))
+    cell = {
+        "no checkpoint yet": sweep.cells[0],
+        "retried failure": next(c for c in sweep.cells if c.label == "cursed"),
+        "flower-dp runner": next(c for c in sweep.cells if c.runner == "flower-dp"),
+    }[case]
+    runner = SweepRunner(sweep, tmp_path / "out", command=fake_command)
+    folder = tmp_path / "out" / "cells" / cell.id
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text('{"status": "running"}')
+    if case != "no checkpoint yet":
+        (folder / "checkpoint.pt").write_bytes(b"saved state")
+    prepared, resume = runner._prepare_folder(cell, fresh=case == "retried failure")
+    assert prepared == folder and resume is False
+    assert sorted(p.name for p in folder.iterdir()) == ["cell.json"]
+    assert json.loads((folder / "cell.json").read_text())["config"]["resume"] is False
+
+
+def _sweep_in_a_process(grid: Path, out: Path) -> subprocess.Popen[str]:
+    code = (
+        "import sys; from pathlib import Path; from simulations.sweep import SweepRunner, load_grid; "
+        f"fake = {FAKE_CELL!r}\n"
+        "try:\n"
+        f"    SweepRunner(load_grid({str(grid)!r}), Path({str(out)!r}), "
+        "command=lambda d: [sys.executable, '-c', fake, str(d)]).run()\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_sweep_leaves_nothing_of_its_cell_running_and_frees_its_lock(tmp_path, sig):
+    from simulations.processes import process_alive, session_members
+    from simulations.sweep import _SweepLock
+
+    grid = write_grid(tmp_path, SMALL)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "slow").touch()
+    (out / "children").touch()  # the cell starts two sleeps, one of them in a process group of its own
+    proc = _sweep_in_a_process(grid, out)
+    deadline = time.monotonic() + 60
+    while not (out / "pids.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cell, *children = (int(pid) for pid in (out / "pids.txt").read_text().split())
+    assert all(process_alive(pid) for pid in (cell, *children))
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    if sig == signal.SIGKILL:  # nobody left to clean up: Linux SIGTERMs the cell, which ends its session
+        assert code == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while session_members(cell) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:  # the sweep itself stops the cell's whole session before it exits
+        assert code == 130
+        assert "interrupted" in proc.stdout.read()
+    assert session_members(cell) == []
+    assert not any(process_alive(pid) for pid in (cell, *children))
+    with _SweepLock(out):  # the lock is free again
+        pass
+    assert store.read_records(out) == []  # an interrupted cell is not a failed one: a rerun runs it
 
 
 def test_a_killed_sweep_loses_only_the_running_cell(tmp_path):

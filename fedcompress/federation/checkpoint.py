@@ -54,18 +54,53 @@ def save_checkpoint(out_dir: Path, checkpoint: Checkpoint) -> None:
 
 
 def load_checkpoint(out_dir: Path) -> Checkpoint:
-    """Read the checkpoint of a run folder; a missing or foreign file raises ``FileNotFoundError``/``ValueError``."""
-    arrays = load_arrays(out_dir / CHECKPOINT_FILE)
-    if "meta" not in arrays:
-        raise ValueError(f"{out_dir / CHECKPOINT_FILE} has no metadata: not a fedcompress checkpoint")
-    meta = json.loads(arrays.pop("meta").tobytes().decode())
+    """Read the checkpoint of a run folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the folder has no checkpoint.
+    ValueError
+        Saying the checkpoint is corrupt (truncated, garbage, or not a fedcompress checkpoint), or of a schema
+        this version does not read.
+    """
+    path = out_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {out_dir} ({CHECKPOINT_FILE} is missing)")
+    try:
+        arrays = load_arrays(path)
+    except ValueError as e:
+        raise _corrupt(path, _innermost(e)) from e
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+        round_done = int(meta["round"])
+    except KeyError as e:
+        raise _corrupt(path, f"it has no {e} entry") from e
+    except (ValueError, TypeError, UnicodeDecodeError) as e:  # metadata that is not our JSON object
+        raise _corrupt(path, f"unreadable metadata ({_innermost(e)})") from e
     if meta.get("schema") != _SCHEMA:
         raise ValueError(f"checkpoint schema {meta.get('schema')} is not supported (expected {_SCHEMA})")
 
     def part(prefix: str) -> dict[str, np.ndarray]:
         return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
-    return Checkpoint(round=int(meta["round"]), weights=part("weights/"), optimizer=part("optimizer/"), meta=meta)
+    return Checkpoint(round=round_done, weights=part("weights/"), optimizer=part("optimizer/"), meta=meta)
+
+
+def _corrupt(path: Path, reason: str) -> ValueError:
+    return ValueError(f"checkpoint {path} is corrupt (truncated, overwritten or not a checkpoint): {reason}")
+
+
+def _innermost(error: BaseException) -> str:
+    """The innermost cause of a load error, short and on one line.
+
+    Only the first sentence of it: torch's own messages can be empty, span lines, or go on to suggest loading
+    the file with ``weights_only=False``, which is never the fix for a damaged file.
+    """
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split()).split(". ")[0][:120]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def save_privacy_state(out_dir: Path, server_round: int, state: dict[str, Any]) -> None:
