@@ -137,7 +137,13 @@ class RunConfig:
         for key, value in (values or {}).items():
             name = str(key).replace("-", "_")
             if name not in known:
-                raise ConfigError(f"unknown setting {key!r}; allowed settings: {', '.join(cls.keys())}")
+                from fedcompress.config_doc import closest_setting  # lazy: it imports this module
+
+                near = closest_setting(str(key))
+                hint = f"did you mean {near!r}? " if near else ""
+                raise ConfigError(
+                    f"unknown setting {key!r}; {hint}all settings: `fedcompress settings`, or {', '.join(cls.keys())}"
+                )
             kwargs[name] = _coerce(name, known[name].type, value)
         return cls(**kwargs)
 

@@ -88,3 +88,23 @@ def test_toml_document_round_trips_run_and_audit_settings_and_awkward_strings():
         toml_document({"lr": math.inf})
     with pytest.raises(ValueError, match="lists of them"):
         toml_document({"x": {"a": 1}})
+
+
+def test_every_setting_is_documented_and_the_document_reads_back(tmp_path):
+    from fedcompress.config import load_config_file
+    from fedcompress.config_doc import DOCS, settings_document
+
+    assert set(DOCS) == set(RunConfig.keys())
+    cfg = RunConfig(dp="sample", target_epsilon=4.0, codec="aggressive", num_rounds=3)
+    path = tmp_path / "run.toml"
+    path.write_text(settings_document(cfg))
+    assert RunConfig.from_mapping(load_config_file(path)) == cfg
+    text = path.read_text()
+    assert "# DP clip norm C" in text and "allowed one of none, sample, client" in text and "default 8" in text
+
+
+def test_a_misspelt_setting_suggests_the_closest_one():
+    with pytest.raises(ConfigError, match="did you mean 'num-rounds'"):
+        RunConfig.from_mapping({"num-round": 3})
+    with pytest.raises(ConfigError, match="fedcompress settings"):
+        RunConfig.from_mapping({"zzzz": 3})
