@@ -44,8 +44,17 @@ def _cmd_federate(args: argparse.Namespace) -> int:
     from simulations.federate import federate
 
     cfg = build_config(args.config, args.set, args.out)
-    result = federate(cfg, supernodes=args.supernodes, tls=args.tls, timeout=args.timeout)
+    result = federate(
+        cfg, supernodes=args.supernodes, tls=args.tls, node_auth=not args.no_node_auth, timeout=args.timeout
+    )
     return 0 if result["status"] in ("completed", "budget_exhausted") else 1
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    from fedcompress.config_doc import settings_document
+
+    print(settings_document(build_config(args.config, args.set)), end="")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -57,7 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedcompress", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    simulate = sub.add_parser("simulate", help="one federation on Flower's simulation engine")
+    settings = sub.add_parser("settings", help="print every setting, resolved, as a commented TOML file")
+    settings.add_argument("--config", help="TOML file of settings to resolve")
+    settings.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    settings.set_defaults(func=_cmd_settings)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="one federation on Flower's simulation engine",
+        epilog="Every setting, its default and allowed values: `fedcompress settings` (save it and edit it, then "
+        "pass it back with --config).",
+    )
     _add_run_options(simulate)
     simulate.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client")
     simulate.add_argument("--verbose", action="store_true", help="show Flower's own logs")
@@ -66,7 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     federate = sub.add_parser("federate", help="a multi-process federation: SuperLink + N SuperNodes on loopback")
     _add_run_options(federate)
     federate.add_argument("--supernodes", type=int, default=None, help="number of SuperNodes (default num-clients)")
-    federate.add_argument("--tls", action="store_true", help="TLS with certificates generated for this run")
+    federate.add_argument("--tls", action="store_true", help="TLS only (on anyway with SuperNode authentication)")
+    federate.add_argument(
+        "--no-node-auth", action="store_true", help="let any SuperNode join (off by default: only this run's keys)"
+    )
     federate.add_argument("--timeout", type=float, default=1800.0, help="seconds before the run is stopped")
     federate.set_defaults(func=_cmd_federate)
 

@@ -141,9 +141,7 @@ class RunConfig:
 
                 near = closest_setting(str(key))
                 hint = f"did you mean {near!r}? " if near else ""
-                raise ConfigError(
-                    f"unknown setting {key!r}; {hint}all settings: `fedcompress settings`, or {', '.join(cls.keys())}"
-                )
+                raise ConfigError(f"unknown setting {key!r}; {hint}`fedcompress settings` lists every setting")
             kwargs[name] = _coerce(name, known[name].type, value)
         return cls(**kwargs)
 

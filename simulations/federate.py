@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from fedcompress.config import RunConfig, toml_document, toml_value
 from fedcompress.errors import RunError
 from fedcompress.federation.results import RESULT_FILE, read_result
+from fedcompress.files import FolderLock
 from simulations.flower_env import flower_env
 from simulations.node_auth import NodeKey, make_node_keys
 from simulations.processes import (
@@ -56,7 +57,7 @@ from simulations.processes import (
     strip_colours,
     tail_log,
 )
-from simulations.simulate import default_out_dir
+from simulations.simulate import RUN_LOCK, default_out_dir
 
 if TYPE_CHECKING:
     from simulations.tls import Certificates
@@ -562,7 +563,10 @@ def federate(
     cfg = cfg.replace(out_dir=str(out))
     deadline = time.monotonic() + timeout
     start_timeout = min(_START_TIMEOUT_S, timeout)
-    with LocalFederation(out, supernodes=count, tls=tls, node_auth=node_auth, start_timeout=start_timeout) as fed:
+    with (
+        FolderLock(out, name=RUN_LOCK, what="run"),  # one run writes into a folder at a time
+        LocalFederation(out, supernodes=count, tls=tls, node_auth=node_auth, start_timeout=start_timeout) as fed,
+    ):
         run_id = fed.submit(cfg.to_dict())
         info = fed.wait(run_id, deadline)
     if info["status"] != "finished:completed":

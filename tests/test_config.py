@@ -108,3 +108,20 @@ def test_a_misspelt_setting_suggests_the_closest_one():
         RunConfig.from_mapping({"num-round": 3})
     with pytest.raises(ConfigError, match="fedcompress settings"):
         RunConfig.from_mapping({"zzzz": 3})
+
+
+def test_the_settings_command_prints_a_file_that_config_reads_back(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcompress.cli", "settings", "--set", "codec=aggressive", "--set", "num-rounds=3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = tmp_path / "settings.toml"
+    path.write_text(done.stdout)
+    from fedcompress.config import load_config_file
+
+    assert RunConfig.from_mapping(load_config_file(path)) == RunConfig(codec="aggressive", num_rounds=3)
