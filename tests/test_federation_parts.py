@@ -107,7 +107,7 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
     restored.load_state_dict(back.optimizer)  # 0-d arrays (the schema) must survive the file
     assert restored.state_dict()["momentum/w"].tolist() == [1.0] * 4
     save_arrays(tmp_path / "checkpoint.pt", {"w": np.zeros(2, np.float32)})
-    with pytest.raises(ValueError, match="corrupt.*no 'meta' entry"):
+    with pytest.raises(ValueError, match=r"corrupt.*no 'meta' entry"):
         load_checkpoint(tmp_path)
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot read"):
