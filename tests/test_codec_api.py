@@ -15,6 +15,7 @@ from fedcompress.codec import (
     CodecState,
     DecodeLimits,
     EncodeStats,
+    SharedLayout,
     decode,
     encode,
     encode_with_stats,
@@ -155,3 +156,50 @@ def test_encode_is_deterministic_for_a_seed() -> None:
 def test_an_empty_update_round_trips() -> None:
     for spec in ALL_SPECS:
         assert decode(encode({}, spec)) == {}
+
+
+# ---- compact framing ----------------------------------------------------------------------------------
+
+
+def test_a_compact_payload_carries_tens_of_bytes_of_framing() -> None:
+    update = {"w": np.zeros(1000, np.float32), "a.realistic.module.name.weight": np.zeros((3, 3), np.float32)}
+    compact = encode(update, "none", framing="compact")
+    assert len(compact) == 4 * 1009 + 4 + 1 + 1 + 8 + 8 + 2 + 1 + 2  # values + header + section lengths
+    assert len(encode(update, "none")) == len(compact) + 39  # the names, shapes and configs, less the digest
+    decoded = decode(compact, layout=SharedLayout.of(update, "none"))
+    assert list(decoded) == list(update) and decoded["a.realistic.module.name.weight"].shape == (3, 3)
+
+
+def test_compact_framing_counts_exactly_what_is_sent() -> None:
+    update = sample_update(8)
+    payload, stats = encode_with_stats(update, "ultra", seed=2, framing="compact")
+    assert stats.payload_bytes == len(payload) and stats.ratio == stats.dense_bytes / len(payload)
+    assert stats.stages["format"]["table_bytes"] == 0 and stats.stages["format"]["header_bytes"] <= 25
+    full, full_stats = encode_with_stats(update, "ultra", seed=2)
+    assert full_stats.rel_l2_error == stats.rel_l2_error and len(full) > len(payload)
+
+
+def test_shared_layout_is_validated_and_normalised() -> None:
+    layout = SharedLayout.of({"w": torch.zeros(2, 3), "b": np.zeros(3)}, "ultra")
+    assert layout.tensors == (("w", (2, 3)), ("b", (3,)))
+    assert layout.codec.canonical() == "topk:0.008+sign:scale=mse+zstd:3"
+    spelled = SharedLayout((("w", [2, 3]), ("b", (np.int64(3),))), "topk:0.008+sign+zstd:3")  # type: ignore[arg-type]
+    assert layout == spelled
+    same = SharedLayout.of({"w": np.zeros((2, 3)), "b": [0, 0, 0]}, "ultra")  # the values do not matter
+    assert len(layout.digest) == 8 and layout.digest == same.digest
+    for tensors, words in [
+        ((("w", (2,)), ("w", (3,))), "unique"),
+        (((1, (2,)),), "strings"),
+        ((("w", (-1,)),), "integers >= 0"),
+        ((("w", (2.5,)),), "integers >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            SharedLayout(tensors, "none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown stage"):
+        SharedLayout.of({"w": np.zeros(2)}, "gzip")
+
+
+@pytest.mark.parametrize("framing", ["compact ", "shared", "", None])
+def test_unknown_framings_are_refused(framing: object) -> None:
+    with pytest.raises(ValueError, match="framing"):
+        encode(sample_update(), "q8", framing=framing)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 from test_codec_support import ALL_SPECS, LOSSY_SPECS, as_float64, sample_update
 
-from fedcompress.codec import PRESETS, CodecState, decode, encode, parse_spec
+from fedcompress.codec import PRESETS, CodecState, SharedLayout, decode, encode, parse_spec
 from fedcompress.codec.api import _warn_no_contraction
 
 
@@ -165,3 +165,22 @@ def test_load_state_dict_replaces_contents(spec: str) -> None:
     encode(sample_update(1), spec, source)
     target.load_state_dict(source.state_dict())
     assert target.state_dict().keys() == source.state_dict().keys()
+
+
+@pytest.mark.parametrize("spec", ["ultra", "rotate:64+randk:0.1+sign", "rotate:32+q:2:block=8"])
+def test_the_invariant_holds_with_compact_framing(spec: str) -> None:
+    state, layout = CodecState(), SharedLayout.of(sample_update(0), spec)
+    for round_ in range(3):
+        update, old = sample_update(round_), state.residuals
+        decoded = as_float64(decode(encode(update, spec, state, seed=round_, framing="compact"), layout=layout))
+        for name, value in update.items():
+            rhs = np.asarray(value, dtype=np.float64) + old.get(name, 0.0)
+            np.testing.assert_allclose(decoded[name] + state.residuals[name], rhs, rtol=1e-12, atol=1e-12)
+
+
+def test_sub_bit_rotated_signs_are_a_contraction_and_unbiased_ones_warn(caplog: pytest.LogCaptureFixture) -> None:
+    assert parse_spec("rotate+randk:0.08+sign").quantizer.contracts()  # type: ignore[union-attr]
+    assert not parse_spec("rotate+sign:scale=unbiased").quantizer.contracts()  # type: ignore[union-attr]
+    _warn_no_contraction.cache_clear()
+    encode(sample_update(0), "rotate:64+sign:scale=unbiased", CodecState(), seed=1)
+    assert "sign:scale=unbiased" in caplog.text and "contraction" in caplog.text

@@ -11,7 +11,7 @@ import pytest
 import zstandard
 from test_codec_support import sample_update
 
-from fedcompress.codec import CodecError, DecodeLimits, decode, encode
+from fedcompress.codec import CodecError, DecodeLimits, SharedLayout, decode, encode
 from fedcompress.codec.varint import encode_varint
 from fedcompress.codec.wire import MAGIC, TableEntry, write_table
 
@@ -89,7 +89,9 @@ def test_random_bit_flips_never_escape_as_another_error(spec: str) -> None:
 def test_wrong_magic_and_version_are_refused_by_name() -> None:
     payload = encode(SMALL, "none")
     refuse(b"PK\x03\x04" + payload[4:], "magic")
-    refuse(payload[:4] + bytes([2]) + payload[5:], "version 2")
+    refuse(payload[:4] + bytes([3]) + payload[5:], "version 3")
+    refuse(payload[:4] + bytes([0]) + payload[5:], "version 0")
+    refuse(payload[:5] + bytes([2]) + payload[6:], "framing form 2")
     refuse(b"", "truncated")
     refuse(b"\x89PNG\r\n\x1a\n" * 4, "magic")
 
@@ -249,3 +251,136 @@ def test_bad_top_k_indices_are_refused() -> None:
     for index, match in cases:
         refuse(craft(topk, body(entries, f32(1, 2, 3, 4), index=index)), match)
     refuse(craft([{"id": "randk", "fraction": 0.5}], body(entries, f32(1, 2, 3, 4), index=b"\x00")), "index")
+
+
+# ---- format version 2: rotate, sign, compact framing -----------------------------------------------------
+
+NEW_SPECS = ["rotate:8+q:4:block=4", "rotate:16+randk:0.5+sign", "ultra", "lowrank:1+rotate:4+sign:scale=unbiased"]
+UPDATE = {**SMALL, "k": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)}
+
+
+def craft_v2(config: list[dict], body: bytes, *, form: int = 0, digest: bytes = b"") -> bytes:
+    """A version 2 payload: self-describing (form 0, with the config) or compact (form 1, with a digest)."""
+    raw_config = json.dumps(config).encode()
+    middle = encode_varint(len(raw_config)) + raw_config if form == 0 else digest
+    return MAGIC + bytes([2, form]) + struct.pack("<Q", 0) + middle + encode_varint(len(body)) + body
+
+
+@pytest.mark.parametrize("spec", NEW_SPECS)
+@pytest.mark.parametrize("framing", ["self-describing", "compact"])
+def test_v2_truncation_at_every_offset_is_refused(spec: str, framing: str) -> None:
+    payload, layout = encode(UPDATE, spec, seed=1, framing=framing), SharedLayout.of(UPDATE, spec)
+    decode(payload, layout=layout)
+    for end in range(len(payload)):
+        with pytest.raises(CodecError):
+            decode(payload[:end], layout=layout)
+    with pytest.raises(CodecError):
+        decode(payload + b"\x00", layout=layout)
+
+
+@pytest.mark.parametrize("spec", NEW_SPECS)
+@pytest.mark.parametrize("framing", ["self-describing", "compact"])
+def test_v2_random_bit_flips_never_escape_as_another_error(spec: str, framing: str) -> None:
+    payload = bytearray(encode(sample_update(1), spec, seed=2, framing=framing))
+    layout = SharedLayout.of(sample_update(1), spec)
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        flipped = bytearray(payload)
+        for position in rng.integers(0, len(payload), rng.integers(1, 4)):
+            flipped[position] ^= 1 << int(rng.integers(0, 8))
+        try:
+            decoded = decode(bytes(flipped), layout=layout)
+        except CodecError:
+            continue
+        assert list(decoded) == list(layout.tensors[i][0] for i in range(len(layout.tensors)))
+        assert all(np.all(np.isfinite(v)) for v in decoded.values())
+
+
+def test_a_compact_payload_needs_the_layout_it_was_made_for() -> None:
+    payload = encode(UPDATE, "ultra", seed=1, framing="compact")
+    decode(payload, layout=SharedLayout.of(UPDATE, "ultra"))
+    refuse(payload, "compact framing")
+    others = [
+        SharedLayout.of({**UPDATE, "b": np.zeros(3, np.float32)}, "ultra"),  # another shape
+        SharedLayout.of(dict(reversed(list(UPDATE.items()))), "ultra"),  # another order
+        SharedLayout.of({("v" if k == "w" else k): v for k, v in UPDATE.items()}, "ultra"),  # another name
+        SharedLayout.of(UPDATE, "aggressive"),  # another codec
+        SharedLayout.of(UPDATE, "topk:0.008+sign+zstd:4"),  # the same stages at another setting
+    ]
+    for layout in others:
+        with pytest.raises(CodecError, match="digest"):
+            decode(payload, layout=layout)
+    flipped = bytearray(payload)
+    flipped[14] ^= 1  # inside the digest
+    with pytest.raises(CodecError, match="digest"):
+        decode(bytes(flipped), layout=SharedLayout.of(UPDATE, "ultra"))
+
+
+def test_a_self_describing_payload_must_match_a_layout_given_to_decode() -> None:
+    payload = encode(UPDATE, "q8", seed=1)
+    np.testing.assert_array_equal(decode(payload, layout=SharedLayout.of(UPDATE, "q8"))["b"], decode(payload)["b"])
+    with pytest.raises(CodecError, match="differ from the layout"):
+        decode(payload, layout=SharedLayout.of({**UPDATE, "b": np.zeros(3, np.float32)}, "q8"))
+    with pytest.raises(CodecError, match="differ from the layout"):
+        decode(payload, layout=SharedLayout.of(UPDATE, "q:8:block=128+zstd:3"))
+    with pytest.raises(ValueError, match="SharedLayout"):
+        decode(payload, layout={"w": (2, 3)})  # type: ignore[arg-type]
+
+
+def test_the_receivers_layout_is_held_to_the_limits_too() -> None:
+    layout = SharedLayout.of(UPDATE, "none")
+    payload = encode(UPDATE, "none", framing="compact")
+    for limits, match in [
+        (DecodeLimits(max_elements=10), "max_elements"),
+        (DecodeLimits(max_tensors=2), "max_tensors"),
+        (DecodeLimits(max_ndim=1), "max_ndim"),
+    ]:
+        with pytest.raises(CodecError, match=match):
+            decode(payload, limits=limits, layout=layout)
+    named = {"a.rather.long.tensor.name": np.zeros(2, np.float32)}
+    with pytest.raises(CodecError, match="max_name_bytes"):
+        decode(encode(named, "none", framing="compact"), limits=DecodeLimits(max_name_bytes=8),
+               layout=SharedLayout.of(named, "none"))  # fmt: skip
+    huge = SharedLayout((("a", (2**20, 2**20)),), "none")  # a compact payload of a few bytes, 4 TiB decoded
+    refuse(craft_v2([], encode_varint(0) + encode_varint(0), form=1, digest=huge.digest), "compact framing")
+    with pytest.raises(CodecError, match="max_elements"):
+        decode(craft_v2([], b"\x00\x00", form=1, digest=huge.digest), layout=huge)
+
+
+def test_a_lying_compact_body_is_refused() -> None:
+    layout = SharedLayout.of({"w": np.zeros(5, np.float32)}, "rotate:4+sign")
+    good = encode({"w": np.arange(5, dtype=np.float32)}, "rotate:4+sign", framing="compact")
+    decode(good, layout=layout)
+    body = good[23:]  # magic 4, version 1, form 1, seed 8, digest 8, body length 1: 23 header bytes
+    assert good == craft_v2([], body, form=1, digest=layout.digest)
+    for lie, match in [
+        (body[:-1], "implies|section"),  # one byte short of what the layout implies
+        (body + b"\x00", "implies|section"),
+        (b"\x01\x00" + body[1:], "index section"),  # an index section random-k does not have
+    ]:
+        with pytest.raises(CodecError, match=match):
+            decode(craft_v2([], lie, form=1, digest=layout.digest), layout=layout)
+
+
+def test_rotated_values_must_be_the_padded_count() -> None:
+    config = [{"id": "rotate", "chunk": 4}]
+    entries = [TableEntry("w", (5,), False)]  # 5 values rotate into a chunk of 4 and a padded chunk of 1
+    decode(craft_v2(config, body(entries, f32(1, 2, 3, 4, 5))))
+    refuse(craft_v2(config, body(entries, f32(1, 2, 3, 4))), "implies 20")
+    refuse(craft_v2(config, body(entries, f32(1, 2, 3, 4, 5, 6, 7, 8))), "implies 20")
+    refuse(craft_v2([{"id": "rotate", "chunk": 3}], body(entries, f32(1, 2, 3, 4, 5))), "power of two")
+    refuse(craft_v2([{"id": "rotate", "chunk": 4}], body(entries, f32(3e38, 3e38, 3e38, 3e38, 0))), "NaN or Inf")
+
+
+def test_bad_sign_sections_are_refused() -> None:
+    config = [{"id": "sign", "scale": "mse"}]
+    entries = [TableEntry("w", (3,), False)]
+    decode(craft_v2(config, body(entries, f32(0.5) + b"\x05")))
+    refuse(craft_v2(config, body(entries, f32(-0.5) + b"\x05")), "negative")
+    refuse(craft_v2(config, body(entries, f32(np.inf) + b"\x05")), "NaN or Inf")
+    refuse(craft_v2(config, body(entries, f32(np.nan) + b"\x05")), "NaN or Inf|negative")
+    refuse(craft_v2(config, body(entries, f32(0.5) + b"\x0d")), "past the last")
+    refuse(craft_v2(config, body(entries, f32(0.5))), "implies 5")
+    refuse(craft_v2([{"id": "sign", "scale": "max"}], body(entries, f32(0.5) + b"\x05")), "scale")
+    unbiased_topk = [{"id": "topk", "fraction": 0.5}, {"id": "sign", "scale": "unbiased"}]
+    refuse(craft_v2(unbiased_topk, body(entries, f32(0.5) + b"\x01", index=b"\x00\x00\x00")), "cannot follow")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from test_codec_support import ALL_SPECS
 
-from fedcompress.codec import CodecError, CodecState, decode, encode, encode_with_stats
+from fedcompress.codec import CodecError, CodecState, SharedLayout, decode, encode, encode_with_stats, parse_spec
 
 _names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=0, max_size=24)
 _shapes = st.one_of(
@@ -85,12 +85,34 @@ def test_torch_tensors_encode_like_numpy_arrays(shape: tuple, spec: str) -> None
     assert encode({"t": torch.from_numpy(array.copy())}, spec, seed=1) == encode({"t": array}, spec, seed=1)
 
 
+@_settings
+@given(update=_updates, spec=st.sampled_from(ALL_SPECS), seed=st.integers(0, 2**64 - 1))
+def test_compact_framing_decodes_to_the_same_update_in_fewer_bytes(update: dict, spec: str, seed: int) -> None:
+    full, stats = encode_with_stats(update, spec, seed=seed)
+    compact, compact_stats = encode_with_stats(update, spec, seed=seed, framing="compact")
+    layout = SharedLayout.of(update, spec)
+    for framed in (full, compact):
+        decoded = decode(framed, layout=layout)
+        assert list(decoded) == list(update)
+    expected = decode(full)
+    for name, value in decode(compact, layout=layout).items():
+        np.testing.assert_array_equal(value, expected[name])
+    assert compact_stats.payload_bytes == len(compact) and compact_stats.stages["format"]["table_bytes"] == 0
+    full_format, compact_format = stats.stages["format"], compact_stats.stages["format"]
+    if parse_spec(spec).entropy is None:  # the same sections; only the header and the table differ
+        sections = len(full) - full_format["header_bytes"] - full_format["table_bytes"]
+        assert len(compact) - compact_format["header_bytes"] == sections
+    assert compact_format["header_bytes"] <= 4 + 1 + 1 + 8 + 8 + 3  # magic, version, form, seed, digest, length
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_codec_error(data: bytes) -> None:
-    for payload in (data, b"FCDC\x01" + data):
-        try:
-            decoded = decode(payload)
-        except CodecError:
-            continue
-        assert all(np.all(np.isfinite(v)) for v in decoded.values())
+    layout = SharedLayout((("w", (3,)), ("b", (2, 2))), "rotate:4+randk:0.5+sign")
+    for payload in (data, b"FCDC\x01" + data, b"FCDC\x02\x00" + data, b"FCDC\x02\x01" + data):
+        for given_layout in (None, layout):
+            try:
+                decoded = decode(payload, layout=given_layout)
+            except CodecError:
+                continue
+            assert all(np.all(np.isfinite(v)) for v in decoded.values())

@@ -45,6 +45,10 @@ def test_presets_expand_to_canonical_strings() -> None:
         ("zstd", "zstd:3"),
         ("q:8:range=5e-2", "q:8:range=0.05"),
         ("randk:1", "randk:1"),
+        ("rotate", "rotate:4096"),
+        ("sign", "sign:scale=mse"),
+        ("rotate:256 + randk:0.08 + sign:scale=unbiased", "rotate:256+randk:0.08+sign:scale=unbiased"),
+        ("ultra", "topk:0.008+sign:scale=mse+zstd:3"),
     ],
 )
 def test_defaults_and_spelling_are_normalised(spec: str, canonical: str) -> None:
@@ -74,6 +78,20 @@ def test_defaults_and_spelling_are_normalised(spec: str, canonical: str) -> None
         ("q:4+q:8", ["cannot follow"]),
         ("topk:0.1+randk:0.1", ["cannot follow"]),
         ("q:4+", ["unknown stage ''"]),
+        ("rotate:3", ["'chunk'", "power of two"]),
+        ("rotate:0", ["'chunk'", "1.."]),
+        ("rotate:2097152", ["'chunk'", "1.."]),
+        ("rotate:8:8", ["at most one argument"]),
+        ("rotate:x", ["'chunk'", "integer"]),
+        ("sign:1", ["'scale=mse' or 'scale=unbiased'"]),
+        ("sign:scale=max", ["'scale'", "unbiased"]),
+        ("sign:scale=mse:scale=mse", ["one option"]),
+        ("topk:0.1+sign:scale=unbiased", ["cannot follow 'topk:0.1'", "randk"]),
+        ("rotate+topk:0.1+sign:scale=unbiased", ["cannot follow 'topk:0.1'"]),
+        ("q:4+rotate", ["cannot follow", "rotate"]),
+        ("randk:0.1+rotate", ["cannot follow"]),
+        ("sign+q:4", ["cannot follow"]),
+        ("sign+zstd+rotate", ["cannot follow"]),
     ],
 )
 def test_bad_specs_name_what_is_wrong(spec: str, words: list[str]) -> None:
@@ -87,7 +105,15 @@ def test_bad_specs_name_what_is_wrong(spec: str, words: list[str]) -> None:
 def test_stage_attributes_are_exactly_the_constructor_arguments(codec_id: str) -> None:
     cls = get_stage_class(codec_id)
     stage = parse_spec(
-        {"lowrank": "lowrank:2", "topk": "topk:0.5", "randk": "randk:0.5", "q": "q:4", "zstd": "zstd:1"}[codec_id]
+        {
+            "lowrank": "lowrank:2",
+            "rotate": "rotate:8",
+            "topk": "topk:0.5",
+            "randk": "randk:0.5",
+            "q": "q:4",
+            "sign": "sign",
+            "zstd": "zstd:1",
+        }[codec_id]
     ).stages[0]
     arguments = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     assert sorted(vars(stage)) == sorted(arguments) == sorted(cls.params)
@@ -115,6 +141,9 @@ def test_from_config_refuses_unknown_and_missing_keys() -> None:
         ("none", []),
         ("aggressive", ["topk:0.01", "q:4:block=256", "zstd:3"]),
         ("lowrank:2", ["lowrank:2:power"]),
+        ("rotate:64+randk:0.1+q:8:range=0.05", []),
+        ("rotate", []),
+        ("rotate+randk:0.08+sign", ["sign:scale=mse"]),
     ],
 )
 def test_data_dependent_stages_are_what_may_not_run_before_dp_noise(spec: str, dependent: list[str]) -> None:
@@ -123,6 +152,8 @@ def test_data_dependent_stages_are_what_may_not_run_before_dp_noise(spec: str, d
 
 _stage_text = st.one_of(
     st.builds(lambda r, m: f"lowrank:{r}" + m, st.integers(1, 64), st.sampled_from(["", ":power", ":svd"])),
+    st.integers(0, 20).map(lambda p: f"rotate:{2**p}"),
+    st.sampled_from(["sign", "sign:scale=mse", "sign:scale=unbiased"]),
     st.builds(lambda k, f: f"{k}:{f}", st.sampled_from(["topk", "randk"]), st.floats(1e-6, 1.0)),
     st.builds(
         lambda b, opt: f"q:{b}" + opt,
@@ -140,10 +171,11 @@ _stage_text = st.one_of(
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_stage_text, min_size=1, max_size=4))
 def test_any_well_ordered_spec_round_trips(parts: list[str]) -> None:
-    order = {"lowrank": 0, "topk": 1, "randk": 1, "q": 2, "zstd": 3}
+    order = {"lowrank": 0, "rotate": 1, "topk": 2, "randk": 2, "q": 3, "sign": 3, "zstd": 4}
     slots = [order[part.split(":")[0]] for part in parts]
     text = "+".join(parts)
-    if slots != sorted(set(slots)) or len(set(slots)) != len(slots):
+    unbiased_after_topk = "sign:scale=unbiased" in parts and any(part.startswith("topk") for part in parts)
+    if slots != sorted(set(slots)) or len(set(slots)) != len(slots) or unbiased_after_topk:
         with pytest.raises(ValueError, match="cannot follow"):
             parse_spec(text)
         return

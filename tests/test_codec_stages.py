@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_codec_support import sample_update
 
-from fedcompress.codec import CodecError, decode, encode, encode_with_stats
+from fedcompress.codec import CodecError, SharedLayout, decode, encode, encode_with_stats
 from fedcompress.codec.bitpack import pack_codes, packed_size, unpack_codes
+from fedcompress.codec.hadamard import fwht
 from fedcompress.codec.lowrank import LowRank, orthonormalize
 from fedcompress.codec.quantize import ALLOWED_BITS, Quantize
 from fedcompress.codec.randk import random_mask
+from fedcompress.codec.rotate import Rotate
+from fedcompress.codec.sign import Sign
 from fedcompress.codec.topk import decode_indices, encode_indices, largest_indices
 from fedcompress.codec.varint import decode_varints, encode_varint, encode_varints
 
@@ -209,3 +213,129 @@ def test_orthonormalize_gives_orthonormal_or_zero_columns() -> None:
     out = orthonormalize(columns)
     gram = out.T @ out
     np.testing.assert_allclose(gram, np.diag([1.0, 1.0, 0.0]), atol=1e-12)
+
+
+# ---- rotation -----------------------------------------------------------------------------------------
+
+
+def _sylvester(n: int) -> np.ndarray:
+    """The Sylvester Hadamard matrix H_n by its definition: entry (i, j) is (-1)^popcount(i & j)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return np.where(np.vectorize(lambda v: bin(v).count("1") % 2)(i & j), -1.0, 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 32, 128, 512])
+def test_fwht_multiplies_by_the_hadamard_matrix(n: int) -> None:
+    rows = np.random.default_rng(n).standard_normal((3, n)).astype(np.float32)
+    expected = rows.astype(np.float64) @ _sylvester(n)
+    np.testing.assert_allclose(fwht(rows), expected, rtol=0, atol=1e-5 * np.sqrt(n))
+    in_place = rows.copy()
+    assert fwht(in_place, overwrite=True) is in_place
+    np.testing.assert_array_equal(in_place, fwht(rows))
+
+
+@pytest.mark.parametrize(("chunk", "size"), [(8, 0), (8, 1), (8, 5), (8, 16), (8, 17), (4096, 5000), (1, 3)])
+def test_rotation_is_orthonormal_and_inverted_chunk_by_chunk(chunk: int, size: int) -> None:
+    stage = Rotate(chunk=chunk)
+    full, rest = divmod(size, chunk)
+    assert stage.chunk_lengths(size).tolist() == [chunk] * full + ([1 << (rest - 1).bit_length()] if rest else [])
+    x = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+    y = stage.encode(x, seed=3)
+    assert y.size == int(stage.chunk_lengths(size).sum()) and y.dtype == np.float32
+    assert np.linalg.norm(y.astype(np.float64)) == pytest.approx(np.linalg.norm(x.astype(np.float64)), rel=1e-6)
+    np.testing.assert_allclose(stage.decode(y, size, seed=3), x, atol=1e-6)
+    with pytest.raises(ValueError, match="values"):
+        stage.decode(y[:-1], size, seed=3) if size else stage.decode(np.ones(1, np.float32), size, seed=3)
+
+
+def test_rotation_spreads_a_spike_over_its_chunk_and_depends_on_the_seed() -> None:
+    spike = np.zeros(256, np.float32)
+    spike[17] = 3.0
+    y = Rotate(chunk=256).encode(spike, seed=1)
+    np.testing.assert_allclose(np.abs(y), 3.0 / 16, rtol=1e-6)  # |H e_i| / sqrt(n) = 1 / sqrt(256) everywhere
+    assert not np.array_equal(y, Rotate(chunk=256).encode(spike, seed=2))
+    np.testing.assert_array_equal(y, Rotate(chunk=256).encode(spike, seed=1))
+
+
+def test_a_rotated_update_is_lossless_up_to_float32_rounding() -> None:
+    update = sample_update(3)
+    _, stats = encode_with_stats(update, "rotate:64", seed=1)
+    assert stats.rel_l2_error < 1e-6
+    size = int(stats.stages["rotate:64"]["values_in"])  # 5403 = 84 chunks of 64 + 27, padded to 32
+    assert stats.stages["rotate:64"]["values_out"] == 64 * (size // 64) + 32 == 5408
+
+
+# ---- one-bit signs ------------------------------------------------------------------------------------
+
+
+def test_sign_mse_scale_is_the_least_squares_fit_per_segment() -> None:
+    rng = np.random.default_rng(20)
+    segments = np.array([5, 0, 40, 1], dtype=np.int64)
+    values = rng.standard_normal(int(segments.sum())).astype(np.float32)
+    section, decoded = Sign().encode(values, rng, segments)
+    assert len(section) == Sign().section_size(segments) == 4 * 3 + (46 + 7) // 8
+    np.testing.assert_array_equal(Sign().decode(section, segments), decoded)
+    start = 0
+    for count in segments[segments > 0]:
+        part, fit = values[start : start + count].astype(np.float64), decoded[start : start + count]
+        scale = np.abs(part).sum() / count
+        np.testing.assert_allclose(fit, np.where(part < 0, -scale, scale), rtol=1e-6)
+        error = np.sum((fit - part) ** 2)
+        assert error == pytest.approx(np.sum(part**2) - np.abs(part).sum() ** 2 / count, rel=1e-4, abs=1e-9)
+        start += count
+
+
+def test_sign_unbiased_scale_keeps_the_projection_and_corrects_for_what_was_dropped() -> None:
+    rng = np.random.default_rng(21)
+    kept = rng.standard_normal(30).astype(np.float32)
+    _, full = Sign(scale="unbiased").encode(kept, rng, np.array([30]))
+    x = kept.astype(np.float64)
+    assert float(np.dot(full, x)) == pytest.approx(float(np.dot(x, x)), rel=1e-6)  # <x_hat, x> = ||x||^2
+    _, sampled = Sign(scale="unbiased").encode(kept, rng, np.array([30]), totals=np.array([300]))
+    np.testing.assert_allclose(sampled, 10 * full, rtol=1e-6)  # n / k = 300 / 30
+
+
+def test_rotated_sign_unbiased_has_exact_projection_on_the_input() -> None:
+    """DRIVE's unbiased scale ||x||^2 / ||R x||_1: the decoded vector's projection on x is x itself."""
+    x = np.random.default_rng(22).standard_normal(1024).astype(np.float32)
+    decoded = decode(encode({"w": x}, "rotate:256+sign:scale=unbiased", seed=4))["w"].astype(np.float64)
+    x64 = x.astype(np.float64)
+    assert float(np.dot(decoded, x64)) == pytest.approx(float(np.dot(x64, x64)), rel=1e-5)
+
+
+def test_rotated_random_k_signs_are_unbiased() -> None:
+    """The mean of decodes over seeds (rotation and mask) converges to the input at the rate of its spread."""
+    x = np.random.default_rng(23).standard_normal(64).astype(np.float32)
+    runs = 1000
+    samples = np.stack(
+        [decode(encode({"w": x}, "rotate:64+randk:0.25+sign:scale=unbiased", seed=s))["w"] for s in range(runs)]
+    ).astype(np.float64)
+    standard_error = samples.std(axis=0) / np.sqrt(runs)
+    assert np.all(np.abs(samples.mean(axis=0) - x) <= 5 * standard_error)
+    biased = np.stack([decode(encode({"w": x}, "rotate:64+randk:0.25+sign", seed=s))["w"] for s in range(200)]).mean(
+        axis=0
+    )
+    assert np.linalg.norm(biased) < 0.5 * np.linalg.norm(x)  # the MSE scale shrinks: not unbiased
+
+
+def test_sub_bit_budgets_cost_under_a_tenth_of_a_bit_per_value() -> None:
+    update = {"w": np.random.default_rng(24).standard_normal(1 << 16).astype(np.float32)}
+    spec = "rotate+randk:0.05+sign"
+    payload, stats = encode_with_stats(update, spec, seed=5, framing="compact")
+    assert 8 * len(payload) / update["w"].size < 0.1
+    assert stats.stages["sign:scale=mse"]["values"] == round(0.05 * (1 << 16))
+    decoded = decode(payload, layout=SharedLayout.of(update, spec))["w"]
+    assert np.count_nonzero(decoded) > 0.9 * update["w"].size  # the inverse rotation spreads the kept values
+
+
+def test_sign_refuses_malformed_sections() -> None:
+    segments = np.array([3, 9], dtype=np.int64)
+    section, _ = Sign().encode(np.arange(-6, 6, dtype=np.float32), np.random.default_rng(0), segments)
+    with pytest.raises(ValueError, match="bytes"):
+        Sign().decode(section[:-1], segments)
+    negative = np.array([-1.0], dtype="<f4").tobytes() + section[4:]
+    with pytest.raises(ValueError, match="negative"):
+        Sign().decode(negative, segments)
+    padded = section[:-1] + bytes([section[-1] | 0x80])
+    with pytest.raises(ValueError, match="past the last"):
+        Sign().decode(padded, segments)

@@ -19,6 +19,13 @@ LOSSY_SPECS = (
     "q:8:range=0.5",
     "lowrank:2+topk:0.3+q:4:block=64+zstd:1",
     "randk:0.5+q:2:range=1",
+    "rotate:64+q:4",
+    "rotate+sign",
+    "rotate:256+randk:0.1+sign",
+    "rotate:16+randk:0.5+sign:scale=unbiased",
+    "sign:scale=unbiased",
+    "lowrank:2+rotate:32+topk:0.2+sign+zstd:1",
+    "rotate:8+randk:0.3+q:8:range=2",
 )
 ALL_SPECS = (*PRESETS, *LOSSY_SPECS)
 

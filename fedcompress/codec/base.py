@@ -3,7 +3,7 @@
 Modelled on numcodecs: a stage is a small class with a ``codec_id``, ``encode``/``decode``, and
 ``get_config``/``from_config`` whose config is plain JSON. Its public attributes are exactly its constructor
 arguments, so ``cls.from_config(stage.get_config()) == stage``. Stages run in a fixed order (their ``slot``):
-low-rank, then sparsification, then quantization, then entropy coding.
+low-rank, then rotation, then sparsification, then quantization, then entropy coding.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Pipeline position of each kind of stage; a spec lists at most one stage per slot, in this order.
-SLOT_NAMES = ("low-rank", "sparsification", "quantization", "entropy coding")
+SLOT_NAMES = ("low-rank", "rotation", "sparsification", "quantization", "entropy coding")
 
 _REGISTRY: dict[str, type[Stage]] = {}
 
@@ -55,6 +55,10 @@ class Stage(ABC):
     @abstractmethod
     def spec(self) -> str:
         """The canonical spec string of this stage (parses back to an equal stage)."""
+
+    def check_neighbours(self, stages: tuple[Stage, ...]) -> None:
+        """Raise ``ValueError`` if this stage cannot run in a pipeline of ``stages`` (by default it can)."""
+        del stages  # most stages combine with any others
 
     def get_config(self) -> dict[str, Any]:
         """Plain-JSON config: ``{"id": codec_id, <constructor arguments>}``."""

@@ -21,8 +21,9 @@ import math
 
 import numpy as np
 
-from fedcompress.codec.base import Stage, check_int, format_float, parse_number, register_stage
+from fedcompress.codec.base import check_int, format_float, parse_number, register_stage
 from fedcompress.codec.bitpack import pack_codes, packed_size, unpack_codes
+from fedcompress.codec.quantizer import Quantizer
 
 __all__ = ["Quantize"]
 
@@ -33,7 +34,7 @@ MIN_RANGE, MAX_RANGE = 1e-30, 1e38  # float32 steps neither underflow nor overfl
 
 
 @register_stage
-class Quantize(Stage):
+class Quantize(Quantizer):
     """Stochastic rounding to ``bits`` bits: per-block float32 (lo, step), or a fixed ``[-range, range]``.
 
     Parameters
@@ -47,7 +48,6 @@ class Quantize(Stage):
     """
 
     codec_id = "q"
-    slot = 2
     params = ("bits", "block", "range")
 
     def __init__(self, *, bits: int, block: int | None = None, range: float | None = None) -> None:
@@ -117,12 +117,18 @@ class Quantize(Stage):
     def section_size(self, segments: np.ndarray) -> int:
         """Exact bytes of the encoded section for values split into ``segments`` (lengths)."""
         count = int(np.sum(segments, dtype=np.int64))
-        return 8 * int(self.block_lengths(segments).size) + packed_size(count, self.bits)
+        return self.scale_bytes(segments) + packed_size(count, self.bits)
+
+    def scale_bytes(self, segments: np.ndarray) -> int:
+        """Eight bytes (float32 lo and step) per block; none for a fixed range."""
+        return 8 * int(self.block_lengths(segments).size)
 
     # ---- encode / decode -----------------------------------------------------------------------------
 
-    def encode(self, values: np.ndarray, rng: np.random.Generator, segments: np.ndarray) -> tuple[bytes, np.ndarray]:
-        """Quantize a float32 vector whose blocks restart at each of ``segments``.
+    def encode(
+        self, values: np.ndarray, rng: np.random.Generator, segments: np.ndarray, *, totals: np.ndarray | None = None
+    ) -> tuple[bytes, np.ndarray]:
+        """Quantize a float32 vector whose blocks restart at each of ``segments`` (``totals`` is not used).
 
         Returns the section bytes and the float32 reconstruction the decoder will make.
         """
@@ -150,7 +156,9 @@ class Quantize(Stage):
         codes = scaled.astype(np.uint16 if self.bits == 16 else np.uint8)
         return head + pack_codes(codes, self.bits), _reconstruct(codes, lo_each, step_each)
 
-    def decode(self, section: bytes | memoryview, segments: np.ndarray) -> np.ndarray:
+    def decode(
+        self, section: bytes | memoryview, segments: np.ndarray, *, totals: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rebuild the float32 values from a section of exactly ``section_size(segments)`` bytes."""
         expected = self.section_size(segments)
         if len(section) != expected:

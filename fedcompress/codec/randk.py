@@ -10,6 +10,8 @@ needs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fedcompress.codec.base import register_stage
@@ -29,12 +31,19 @@ def random_mask(size: int, keep: int, seed: int) -> np.ndarray:
         return np.arange(size, dtype=np.int64)
     raw = np.random.PCG64(derive_seed(seed, "randk")).random_raw((size + 1) // 2)
     keys = np.asarray(raw, dtype="<u8").view("<u4")[:size]
-    threshold = np.partition(keys, keep - 1)[keep - 1]
-    mask = keys < threshold
+    # Only keys below a bound that the keep-th smallest is all but sure to be under need sorting out: the
+    # same set as partitioning all keys, several times faster when keep << size. Otherwise: all keys.
+    bound = (keep + 8 * math.sqrt(keep) + 64) / size * 2.0**32
+    candidates = np.flatnonzero(keys < np.uint32(bound)) if bound < 2.0**32 else None
+    if candidates is None or candidates.size < keep:
+        candidates = np.arange(size, dtype=np.int64)
+    chosen = keys[candidates]
+    threshold = np.partition(chosen, keep - 1)[keep - 1]
+    mask = chosen < threshold
     missing = keep - int(np.count_nonzero(mask))
     if missing:
-        mask[np.flatnonzero(keys == threshold)[:missing]] = True
-    return np.flatnonzero(mask).astype(np.int64)
+        mask[np.flatnonzero(chosen == threshold)[:missing]] = True
+    return candidates[mask].astype(np.int64)
 
 
 @register_stage

@@ -27,7 +27,7 @@ class Sparsifier(Stage):
         Fraction of entries kept, in (0, 1].
     """
 
-    slot = 1
+    slot = 2
     params = ("fraction",)
 
     def __init__(self, *, fraction: float) -> None:

@@ -28,7 +28,7 @@ class Zstd(Stage):
     """
 
     codec_id = "zstd"
-    slot = 3
+    slot = 4
     params = ("level",)
 
     def __init__(self, *, level: int = 3) -> None:
