@@ -204,11 +204,11 @@ def _encode(
 @functools.lru_cache(maxsize=64)
 def _warn_no_contraction(stage: str) -> None:
     """Log once per stage that error feedback may diverge with it."""
-    _LOG.warning(
-        "codec stage %s rounds too coarsely for its block size to be a contraction: error feedback may "
-        "diverge (use more bits or a smaller block, see fedcompress.codec.quantize)",
-        stage,
-    )
+    if stage.startswith("sign"):
+        hint = "sign:scale=unbiased trades a larger error for no bias; use sign:scale=mse, see fedcompress.codec.sign"
+    else:
+        hint = "it rounds too coarsely for its blocks; use more bits or a smaller block, see fedcompress.codec.quantize"
+    _LOG.warning("codec stage %s is not a contraction: error feedback may diverge (%s)", stage, hint)
 
 
 def _first_non_finite(flat: np.ndarray, layout: Layout) -> str | None:
