@@ -2,19 +2,24 @@
 
     python benchmarks/edge.py --out runs/edge-bench                 # stand-in teacher, trained here
     python benchmarks/edge.py --out runs/edge-bench --run RUN_DIR   # the global model of a real run
+    python benchmarks/edge.py --out runs/edge-bench --set epochs=50 # any distill setting, as `fedcompress distill`
 
 Without ``--run`` a stand-in teacher (the default config's U-Net, width 16) is trained centrally on the pooled
 phantom shards of every site (``--samples-per-client`` each, Adam, ``--teacher-epochs``) and written as a
 run folder (``result.json`` + ``model.pt``) under OUT/teacher-run; a second call reuses it. The edge model is
-then built by ``fedcompress.distill.distill_run`` exactly as ``fedcompress distill`` builds it.
-Run it on an otherwise idle machine: latency is measured on one thread, interleaved, but CPU contention still
-shows in every row.
+then built by ``fedcompress.distill.distill_run`` exactly as ``fedcompress distill`` builds it, into OUT/edge.
+Afterwards every ``.onnx`` file is also timed at ``--large-size`` pixels a side (batch 1, one thread,
+interleaved, fewer runs): the exports take any image size, and the ratio of compute to per-op overhead grows
+with it. The machine's load average is printed before and after: latency is measured on one thread,
+interleaved, but CPU contention still shows in every row. Everything printed is also written to OUT/bench.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -23,8 +28,12 @@ import torch
 
 from fedcompress.config import RunConfig
 from fedcompress.data import DenoisingSet, client_data, test_data
+from fedcompress.distill.export import OnnxModule
+from fedcompress.distill.latency import measure_latency
 from fedcompress.distill.pipeline import distill_run
+from fedcompress.distill.progress import LOGGER_NAME
 from fedcompress.distill.report import format_edge_table
+from fedcompress.distill.settings import DistillSettings
 from fedcompress.federation.weights import save_arrays
 from fedcompress.files import atomic_write_json
 from fedcompress.models import build_model
@@ -73,44 +82,54 @@ def train_stand_in(run_dir: Path, samples_per_client: int, epochs: int) -> None:
     )
 
 
+def time_large(edge_dir: Path, rows: list[dict], size: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Batch-1 latency of every row's ``.onnx`` file on a ``size`` x ``size`` image, interleaved."""
+    example = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    sessions = {row["name"]: OnnxModule(edge_dir / row["runnable_file"]).run for row in rows if row["runnable_file"]}
+    stats = measure_latency(sessions, example, repeats=repeats, warmup=3)
+    teacher = stats["teacher"]["median_ms"]
+    return {name: {"median_ms": s["median_ms"], "speedup": teacher / s["median_ms"]} for name, s in stats.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--run", help="an existing run folder to use as the teacher")
-    parser.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the library's)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="a distill setting (repeatable)")
     parser.add_argument("--teacher-epochs", type=int, default=4)
     parser.add_argument("--samples-per-client", type=int, default=256)
-    parser.add_argument("--latency-repeats", type=int, default=300)
+    parser.add_argument("--large-size", type=int, default=128, help="side of the extra latency input; 0: skip")
+    parser.add_argument("--large-repeats", type=int, default=40)
     args = parser.parse_args(argv)
+    settings = DistillSettings.from_overrides(args.set)
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)  # progress lines: epochs, loss, ETA, stage times
     out = Path(args.out)
     run_dir = Path(args.run) if args.run else out / "teacher-run"
     if not args.run and not (run_dir / "result.json").exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         train_stand_in(run_dir, args.samples_per_client, args.teacher_epochs)
+    load_before = os.getloadavg()
     started = time.monotonic()
-    report = distill_run(run_dir, out / "edge", epochs=args.epochs, latency_repeats=args.latency_repeats)
+    report = distill_run(run_dir, out / "edge", settings=settings)
+    wall = time.monotonic() - started
+    large = time_large(out / "edge", report["rows"], args.large_size, args.large_repeats) if args.large_size else {}
+    summary = {
+        "settings": report["settings"],
+        "seconds": report["seconds"],
+        "wall_seconds": wall,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "distill": {k: report["distill"][k] for k in ("epochs", "steps", "mse_to_teacher_after", "cpu_seconds")},
+        "quantize": {k: report["quantize"][k] for k in ("path", "calibration_method", "candidates")},
+        "exports": report["exports"],
+        "verdict": report["verdict"],
+        f"latency_{args.large_size}px": large,
+    }
     print(format_edge_table(report))
-    print(
-        json.dumps(
-            {
-                "seconds": report["seconds"],
-                "distill": {
-                    k: report["distill"][k]
-                    for k in (
-                        "epochs",
-                        "steps",
-                        "mse_to_teacher_before",
-                        "mse_to_teacher_after",
-                        "seconds",
-                        "cpu_seconds",
-                    )
-                },
-                "exports": report["exports"],
-                "wall_seconds": time.monotonic() - started,
-            },
-            indent=1,
-        )
-    )
+    print(json.dumps(summary, indent=1))
+    atomic_write_json(out / "bench.json", summary)
     return 0
 
 

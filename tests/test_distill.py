@@ -1,27 +1,30 @@
-"""Edge model parts: distillation, pruning, int8, the packed int8 file, exports, latency."""
+"""Edge model parts: distillation, pruning, ONNX export, int8 with onnxruntime, fake quantization, latency."""
 
 from __future__ import annotations
 
+import ast
 import importlib
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from fedcompress.config import RunConfig
 from fedcompress.data import client_data, proxy_data, test_data
 from fedcompress.distill import export
+from fedcompress.distill.artefacts import choose_int8
 from fedcompress.distill.distill import dihedral, distill_model, fit_to_teacher, kd_loss, mse_to_teacher
-from fedcompress.distill.int8_file import MAGIC, load_int8, save_int8
 from fedcompress.distill.latency import measure_latency
 from fedcompress.distill.prune import conv_sparsity, make_permanent, prune_model
-from fedcompress.distill.quantize import quantize_int8
+from fedcompress.distill.qat import FakeQuant
+from fedcompress.distill.quantize import CALIBRATION_METHODS, quantize_onnx
 from fedcompress.errors import FedCompressError
 from fedcompress.models import build_model, count_parameters, model_from_state
 from fedcompress.training import evaluate, make_loader, train_epochs
-
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 
 CFG = RunConfig.from_mapping(
     {"width": 8, "student-width": 2, "image-size": 16, "proxy-samples": 48, "test-samples": 32, "num-clients": 2}
@@ -158,65 +161,40 @@ def test_pruning_rejects_bad_amounts(amount):
         prune_model(build_model("unet", 4), amount)
 
 
-# --- int8 -----------------------------------------------------------------------------------------------------
-def test_int8_quantizes_every_conv_and_names_the_float_ops(teacher, proxy, test_set):
-    int8, report = quantize_int8(teacher, proxy)
-    convs = {name for name, m in teacher.named_modules() if isinstance(m, nn.Conv2d)}
-    assert convs <= set(report["int8_ops"])
-    float_ops = {group["op"]: group for group in report["float_ops"]}
-    assert float_ops["GroupNorm"]["count"] == 10 and "GroupNorm" in float_ops["GroupNorm"]["reason"]
-    assert "sub" in float_ops
-    assert evaluate(teacher, test_set)["psnr"] - evaluate(int8, test_set)["psnr"] < 0.5
-    assert "PerChannel" in report["weight_observer"]
-    assert report["reduce_range"] is True  # x86 default: 7-bit activations, safe without VNNI
+# --- ONNX export ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def teacher_onnx(teacher, proxy, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
+    export.export_onnx(teacher, proxy[:2], path)
+    return path
 
 
-def test_int8_full_range_is_an_option(teacher, proxy):
-    _, report = quantize_int8(teacher, proxy[:8], reduce_range=False)
-    assert report["reduce_range"] is False
+def test_onnx_export_has_dynamic_batch_and_image_size_and_matches_pytorch(teacher, teacher_onnx):
+    model = onnx.load(str(teacher_onnx))
+    dims = [
+        [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*model.graph.input, *model.graph.output)
+    ]
+    assert dims == [["batch", 1, "height", "width"]] * 2
+    assert {(o.domain, o.version) for o in model.opset_import} >= {("", export.ONNX_OPSET)}
+    module = export.OnnxModule(teacher_onnx)
+    for shape in [(1, 1, 16, 16), (3, 1, 24, 20), (2, 1, 17, 9)]:
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+        assert export.max_abs_diff(module, teacher, x) <= export.FP32_TOLERANCE
 
 
-def test_packed_int8_file_round_trips_exactly_and_is_small(teacher, proxy, tmp_path):
-    int8, _ = quantize_int8(teacher, proxy)
-    meta = {"model": "unet", "width": 8, "in_channels": 1, "image_size": 16, "backend": "x86"}
-    size = save_int8(tmp_path / "m.fcq8", int8, meta)
-    loaded, header = load_int8(tmp_path / "m.fcq8")
-    assert header["width"] == 8
-    assert torch.equal(loaded(proxy), int8(proxy))
-    assert size * 3.5 < count_parameters(teacher) * 4  # about a byte per weight, plus scales and names
+def test_onnx_file_is_one_compact_file_without_debug_metadata(teacher_onnx):
+    assert [p.name for p in teacher_onnx.parent.iterdir()] == ["teacher.onnx"]  # no external data file
+    data = teacher_onnx.read_bytes()
+    assert b"stack_trace" not in data and b"pkg.torch" not in data and str(Path.cwd()).encode() not in data
+    model = onnx.load(str(teacher_onnx))
+    assert not model.graph.value_info and all(not n.metadata_props and not n.name for n in model.graph.node)
+    assert [v.name for v in model.graph.input] == ["noisy"] and [v.name for v in model.graph.output] == ["denoised"]
 
 
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda b: b"XXXX" + b[4:], "not a fedcompress int8 model"),
-        (lambda b: b[:4] + bytes([9]) + b[5:], "version"),
-        (lambda b: b[: len(b) // 2], "corrupt"),
-    ],
-)
-def test_packed_int8_file_refuses_bad_bytes(teacher, proxy, tmp_path, mutate, message):
-    int8, _ = quantize_int8(teacher, proxy[:4])
-    path = tmp_path / "m.fcq8"
-    save_int8(path, int8, {"model": "unet", "width": 8, "in_channels": 1, "image_size": 16, "backend": "x86"})
-    assert path.read_bytes()[:4] == MAGIC
-    path.write_bytes(mutate(path.read_bytes()))
-    with pytest.raises(ValueError, match=message):
-        load_int8(path)
-
-
-# --- exports --------------------------------------------------------------------------------------------------
-def test_torchscript_and_onnx_exports_reload_and_match(teacher, proxy, tmp_path):
-    example, batch = proxy[:1], proxy[:5]
-    _, diff = export.export_torchscript(teacher, example, tmp_path / "t.ts", batch)
-    assert diff <= export.FP32_TOLERANCE
-    assert torch.allclose(torch.jit.load(str(tmp_path / "t.ts"))(batch), teacher(batch), atol=1e-4)
-    diff = export.export_onnx(teacher, example, tmp_path / "t.onnx", batch)
-    assert diff <= export.FP32_TOLERANCE
-    assert export.OnnxModule(tmp_path / "t.onnx")(batch).shape == (5, 1, 16, 16)  # batch axis is dynamic
-    int8, _ = quantize_int8(teacher, proxy)
-    _, diff = export.export_torchscript(int8, example, tmp_path / "q.ts", batch)
-    assert diff <= 1e-6
-    assert torch.equal(torch.jit.load(str(tmp_path / "q.ts"))(batch), int8(batch))
+def test_onnx_export_needs_a_batch_of_two_to_keep_the_batch_axis_free(teacher, proxy, tmp_path):
+    with pytest.raises(ValueError, match="example"):
+        export.export_onnx(teacher, proxy[:1], tmp_path / "t.onnx")
 
 
 def test_check_close_refuses_a_large_difference():
@@ -225,6 +203,80 @@ def test_check_close_refuses_a_large_difference():
         export.check_close("x", 1e-3, 1e-4)
     with pytest.raises(FedCompressError):
         export.check_close("x", float("nan"), 1e-4)
+
+
+# --- int8 with onnxruntime ------------------------------------------------------------------------------------
+def test_int8_is_one_qdq_file_with_per_channel_int8_conv_weights(teacher, teacher_onnx, proxy, test_set, tmp_path):
+    path = tmp_path / "int8.onnx"
+    report = quantize_onnx(teacher_onnx, path, proxy.numpy(), method="minmax")
+    model = onnx.load(str(path))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "QLinearConv" not in ops  # QDQ, not QOperator
+    convs = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    int8_kernels = sorted(a.shape for a in weights.values() if a.dtype == np.int8 and a.ndim == 4)
+    assert int8_kernels == sorted(tuple(c.weight.shape) for c in convs)
+    scales = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and weights.get(n.input[0]) is not None
+              and weights[n.input[0]].ndim == 4]  # fmt: skip
+    assert all(weights[n.input[1]].shape == (weights[n.input[0]].shape[0],) for n in scales)  # one per channel
+    assert not any(a.dtype == np.float32 and a.ndim == 4 for a in weights.values())  # no float kernel left
+    assert report["int8_ops"] == {"Conv": len(convs)} and report["format"] == "QDQ"
+    assert {g["op"] for g in report["float_ops"]} >= {"InstanceNormalization", "Sub"}
+    assert report["calibration_images"] == len(proxy)
+    int8 = export.OnnxModule(path)  # onnxruntime runs the file as it is, at any batch and image size
+    assert int8(proxy[:3, :, :12, :8]).shape == (3, 1, 12, 8)
+    assert evaluate(teacher, test_set)["psnr"] - evaluate(int8, test_set)["psnr"] < 0.3
+
+
+def test_every_calibration_method_is_tried_and_the_closest_to_the_teacher_kept(teacher, teacher_onnx, proxy,
+                                                                               tmp_path):  # fmt: skip
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    kept, report, files = choose_int8(
+        teacher_onnx, teacher, proxy[:16].numpy(), proxy[16:], CALIBRATION_METHODS, tmp_path, scratch
+    )
+    assert kept == tmp_path / "student_int8.onnx" and set(files) == set(CALIBRATION_METHODS)
+    errors = {m: c["mse_to_teacher"] for m, c in report["candidates"].items()}
+    assert report["calibration_method"] == min(errors, key=errors.get)
+    assert kept.read_bytes() == files[report["calibration_method"]].read_bytes()
+    assert report["calibration_images"] == 16 and "not used for calibration" in report["selection"]
+
+
+def test_quantize_refuses_an_unknown_method_and_empty_calibration(teacher_onnx, proxy, tmp_path):
+    with pytest.raises(ValueError, match="method"):
+        quantize_onnx(teacher_onnx, tmp_path / "q.onnx", proxy.numpy(), method="kl")
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_onnx(teacher_onnx, tmp_path / "q.onnx", proxy.numpy()[:0])
+
+
+def test_fake_quant_trains_with_pruned_zeros_held_and_removes_cleanly(teacher, proxy):
+    model = build_model("unet", 4)
+    nn.init.normal_(model.head.weight, std=0.1, generator=torch.Generator().manual_seed(0))  # not the identity
+    make_permanent(prune_model(model, 0.5))
+    zeros = [m.weight == 0 for m in model.modules() if isinstance(m, nn.Conv2d)]
+    weights = [m.weight.detach().clone() for m in model.modules() if isinstance(m, nn.Conv2d)]
+    before = model(proxy[:4]).detach()
+    fake = FakeQuant(model, proxy)
+    assert not torch.equal(model(proxy[:4]).detach(), before)  # rounding is in the forward pass
+    fit_to_teacher(model, teacher, proxy, epochs=1, generator=torch.Generator(), lr=1e-3)
+    fake.remove()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(bool((m.weight[z] == 0).all()) for m, z in zip(convs, zeros, strict=True))
+    assert any(not torch.equal(m.weight, w) for m, w in zip(convs, weights, strict=True))  # it trained
+    assert set(model.state_dict()) == set(build_model("unet", 4).state_dict())
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+def test_default_edge_path_uses_neither_torch_ao_nor_torchscript():
+    package = Path(importlib.import_module("fedcompress.distill").__file__).parent
+    for source in sorted(package.glob("*.py")):
+        tree = ast.parse(source.read_text())
+        names = {ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.Attribute | ast.ImportFrom)}
+        names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        bad = {n for n in names if "torch.ao" in n or "torch.jit" in n or "quantize_fx" in n}
+        assert not bad, f"{source.name}: {sorted(bad)}"
+    assert not (package / "int8_file.py").exists()
 
 
 # --- latency --------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Server-side edge model: distill the global model into a small student, prune, int8, export, report.
+"""Server-side edge model: distill the global model into a small student, prune, export to ONNX, int8, report.
 
 Names are re-exported lazily (PEP 562) so that ``fedcompress.distill.cli`` can register its subcommand
 without importing torch, onnx or onnxruntime: each name's module loads on first use.
@@ -10,27 +10,26 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "DEFAULT_EPOCHS": "distill",
-    "DEFAULT_PRUNE_AMOUNT": "pipeline",
+    "DEFAULT_EPOCHS": "settings",
+    "DEFAULT_PRUNE_AMOUNT": "settings",
     "EDGE_FILE": "pipeline",
     "PRIVACY_NOTE": "distill",
     "TABLE_FILE": "pipeline",
+    "DistillSettings": "settings",
+    "FakeQuant": "qat",
     "build_edge_model": "pipeline",
     "conv_sparsity": "prune",
     "distill_after_run": "pipeline",
     "distill_model": "distill",
     "distill_run": "pipeline",
     "export_onnx": "export",
-    "export_torchscript": "export",
     "fit_to_teacher": "distill",
     "format_edge_table": "report",
     "kd_loss": "distill",
-    "load_int8": "int8_file",
     "make_permanent": "prune",
     "measure_latency": "latency",
     "prune_model": "prune",
-    "quantize_int8": "quantize",
-    "save_int8": "int8_file",
+    "quantize_onnx": "quantize",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,13 +19,16 @@ __all__ = ["measure_latency"]
 
 
 def measure_latency(
-    candidates: Mapping[str, Callable[[torch.Tensor], Any]],
-    example: torch.Tensor,
+    candidates: Mapping[str, Callable[[Any], Any]],
+    example: Any,
     *,
     repeats: int = 200,
     warmup: int = 10,
 ) -> dict[str, dict[str, float]]:
-    """Median / p10 / p90 milliseconds of one call of each candidate on ``example`` (batch 1, one thread)."""
+    """Median / p10 / p90 milliseconds of one call of each candidate on ``example`` (batch 1, one thread).
+
+    ``example`` is passed as it is: a tensor for PyTorch modules, an array for onnxruntime sessions.
+    """
     if not candidates:
         raise ValueError("candidates is empty: nothing to time")
     if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:

@@ -8,8 +8,8 @@ away would turn the model into the identity. While the masks are attached a fine
 distillation (``fit_to_teacher``) recovers quality without reviving pruned weights; ``make_permanent`` then
 removes the re-parametrisation (``prune.remove``) so the zeros are plain values of ``weight``.
 
-Unstructured zeros do not make a dense file or a dense CPU kernel smaller or faster; they make the weights
-compress better (see ``int8_file``). Biases and GroupNorm affine parameters are not pruned.
+Unstructured zeros make neither a dense ONNX file nor onnxruntime's dense kernels smaller or faster; they
+would only help a file that is compressed afterwards. Biases and GroupNorm affine parameters are not pruned.
 """
 
 from __future__ import annotations
