@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples-per-client", type=int, default=256)
     parser.add_argument("--large-size", type=int, default=128, help="side of the extra latency input; 0: skip")
     parser.add_argument("--large-repeats", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)  # on a small shared machine, spinning OpenMP threads cost more than they give
     settings = DistillSettings.from_overrides(args.set)
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)  # progress lines: epochs, loss, ETA, stage times
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
+        "torch_threads": args.threads,
         "distill": {k: report["distill"][k] for k in ("epochs", "steps", "mse_to_teacher_after", "cpu_seconds")},
         "quantize": {k: report["quantize"][k] for k in ("path", "calibration_method", "candidates")},
         "exports": report["exports"],

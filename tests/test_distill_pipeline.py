@@ -112,7 +112,7 @@ def test_int8_report_says_how_it_was_made(edge):
     assert q["format"] == "QDQ" and q["path"] == "post-training static quantization (ORT)"
     assert set(q["candidates"]) == {"minmax", "entropy", "percentile"} and q["calibration_images"] == 16
     assert all("test_psnr" in c and "mse_to_teacher" in c for c in q["candidates"].values())
-    assert q["int8_ops"]["Conv"] == 13
+    assert q["int8_ops"] == {"QLinearConv": 13} and "Conv" not in {g["op"] for g in q["float_ops"]}
     assert report["exports"]["onnx_opset"] == 18 and "dynamo=True" in report["exports"]["exporter"]
 
 

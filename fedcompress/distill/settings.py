@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 DEFAULT_EPOCHS = 200  # on 256 proxies: 100 epochs left the width-4 student 1.4 dB under the teacher, 200 0.9 dB
-DEFAULT_PROXY_SAMPLES = 1024  # 200 epochs on 1024 proxies: 0.4 dB (fp32), 0.66 dB after pruning and int8 (README)
+DEFAULT_PROXY_SAMPLES = 1024  # 200 epochs on 1024 proxies: 0.39 dB (fp32), 0.65 dB after pruning and int8 (README)
 DEFAULT_PRUNE_AMOUNT = 0.3  # 0.5 cost the width-4 student 0.4-0.6 dB after fine-tuning, 0.3 about 0.05 dB
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")  # ORT's static calibrators
 CALIBRATION_CHOICES: tuple[str, ...] = ("auto", *CALIBRATION_METHODS)
@@ -43,7 +43,7 @@ class DistillSettings:
     proxy_samples : int, optional
         Server-side proxy images to distill and calibrate on (default ``DEFAULT_PROXY_SAMPLES``; ``none``: the
         run's ``proxy-samples``). They are synthetic and free to draw; 256 (a run's default) left the int8
-        width-4 student 1.06 dB under the teacher at 200 epochs, 1024 left it 0.66 dB under (README).
+        width-4 student 1.06 dB under the teacher at 200 epochs, 1024 left it 0.65 dB under (README).
     epochs : int
         Distillation epochs over the proxy images (default ``DEFAULT_EPOCHS``).
     prune_amount : float
