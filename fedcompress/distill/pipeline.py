@@ -137,15 +137,6 @@ def build_edge_model(
         _score(rows, test, quantize_report, scratch)
         latency_input = _time(rows, test, settings.latency_repeats)
         clock.lap("evaluate_and_time")
-    rows = add_ratios(rows)
-    exports = {
-        "exporter": f"{export.EXPORTER} (torch {torch.__version__})",
-        "onnx_opset": export.ONNX_OPSET,
-        "dynamic_axes": "batch, height, width",
-        "tolerance": export.FP32_TOLERANCE,
-        "max_abs_diff": diffs,
-        "int8_vs_pruned_max_abs_diff": quantize_report.pop("int8_vs_source_max_abs_diff"),
-    }
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
         "source": source or {},
@@ -156,18 +147,30 @@ def build_edge_model(
         "distill": distill_report,
         "prune": prune_report,
         "quantize": quantize_report,
-        "exports": exports,
-        "rows": rows,
+        "exports": _exports(diffs, quantize_report.pop("int8_vs_source_max_abs_diff")),
+        "rows": add_ratios(rows),
         "latency_runs": settings.latency_repeats,
         "latency_input": latency_input,
         "files": sorted(row[key] for row in rows for key in ("weights_file", "runnable_file") if row[key]),
         "seconds": clock.seconds(),
     }
-    report["targets"] = check_targets(rows, teacher_margin_db=settings.teacher_margin_db)
+    report["targets"] = check_targets(report["rows"], teacher_margin_db=settings.teacher_margin_db)
     report["verdict"] = verdict(report["targets"])
     atomic_write_json(out / EDGE_FILE, report)
     atomic_write_bytes(out / TABLE_FILE, (format_edge_table(report) + "\n").encode())
     return report
+
+
+def _exports(diffs: dict[str, float], int8_diff: float) -> dict[str, Any]:
+    """How the ONNX files were made and how closely each matches its PyTorch model."""
+    return {
+        "exporter": f"{export.EXPORTER} (torch {torch.__version__})",
+        "onnx_opset": export.ONNX_OPSET,
+        "dynamic_axes": "batch, height, width",
+        "tolerance": export.FP32_TOLERANCE,
+        "max_abs_diff": diffs,
+        "int8_vs_pruned_max_abs_diff": int8_diff,
+    }
 
 
 class _Clock:

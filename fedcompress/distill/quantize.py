@@ -137,7 +137,10 @@ def quantize_onnx(
     compact(proto)
     onnx.checker.check_model(proto, full_check=True)
     Path(out_path).write_bytes(proto.SerializeToString())
-    ops = int8_ops(out_path)
+    return {**_settings_report(method, len(images), reduce_range), **int8_ops(out_path)}
+
+
+def _settings_report(method: str, images: int, reduce_range: bool) -> dict[str, Any]:
     return {
         "tool": f"onnxruntime.quantization.quantize_static (onnxruntime {ORT_VERSION})",
         "format": "QDQ",
@@ -148,8 +151,7 @@ def quantize_onnx(
         "calibration_method": method,
         "calibration_percentile": PERCENTILE if method == "percentile" else None,
         "calibration_entropy_bins": list(ENTROPY_BINS) if method == "entropy" else None,
-        "calibration_images": len(images),
-        **ops,
+        "calibration_images": images,
     }
 
 
