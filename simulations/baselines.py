@@ -81,9 +81,11 @@ def _end_cell(code: int) -> None:
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
     """SIGTERM: the sweep is stopping this cell, or has died (PR_SET_PDEATHSIG). Nothing here needs saving."""
-    os.write(
-        1, f"cell: stopped by signal {signum}; ending its processes (a rerun resumes from the checkpoint)\n".encode()
-    )
+    with contextlib.suppress(OSError):  # stdout is a pipe to the sweep, which may be dead (EPIPE)
+        os.write(
+            1,
+            f"cell: stopped by signal {signum}; ending its processes (a rerun resumes from the checkpoint)\n".encode(),
+        )
     _end_cell(128 + signum)
 
 

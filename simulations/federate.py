@@ -563,10 +563,8 @@ def federate(
     cfg = cfg.replace(out_dir=str(out))
     deadline = time.monotonic() + timeout
     start_timeout = min(_START_TIMEOUT_S, timeout)
-    with (
-        FolderLock(out, name=RUN_LOCK, what="run"),  # one run writes into a folder at a time
-        LocalFederation(out, supernodes=count, tls=tls, node_auth=node_auth, start_timeout=start_timeout) as fed,
-    ):
+    federation = LocalFederation(out, supernodes=count, tls=tls, node_auth=node_auth, start_timeout=start_timeout)
+    with FolderLock(out, name=RUN_LOCK, what="run"), federation as fed:  # one run writes into a folder at a time
         run_id = fed.submit(cfg.to_dict())
         info = fed.wait(run_id, deadline)
     if info["status"] != "finished:completed":
