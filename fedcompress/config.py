@@ -28,6 +28,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "release": ("auto", "all", "minimal"),
     "aggregation": ("mean", "trimmed-mean", "median", "norm-clip"),
     "guard": ("reject", "clip", "off"),
+    "codec_framing": ("self-describing", "compact"),
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -84,6 +85,7 @@ class RunConfig:
     server_momentum: float = 0.0
     codec: str = "balanced"
     downlink_codec: str = "none"
+    codec_framing: str = "self-describing"
     error_feedback: bool = True
     seed: int = 0
     dataset: str = "phantoms"

@@ -29,6 +29,7 @@ DOCS: Mapping[str, str] = {
     "server-momentum": "server momentum (FedAvgM); 0 = none",
     "codec": "uplink codec: a preset (none, zstd, q8, balanced, aggressive, powersgd) or a spec like topk:0.01+q:4",
     "downlink-codec": "codec for the global model sent to clients",
+    "codec-framing": "compact: an 8-byte digest of the shared model layout replaces the tensor table (both ways)",
     "error-feedback": "carry what the lossy codec dropped into the next round",
     "seed": "public run seed: init, data, partitions, codec masks (never DP noise)",
     "dataset": "'phantoms' (built in), or a MedMNIST .npz file or image folder path",

@@ -19,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedcompress.codec import SharedLayout
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, decode_updates
@@ -193,7 +194,8 @@ class CompressedFedAvg(Strategy):
         cfg = self.cfg
         updates, failures = self.collect(replies, self._selected)
         cap = None if cfg.minimal_release else cfg.samples_per_client
-        decoded = decode_updates(updates, self._reference, weight_cap=cap)
+        layout = SharedLayout.of(self._reference, cfg.codec)
+        decoded = decode_updates(updates, self._reference, weight_cap=cap, layout=layout)
         decoded.failures.update(failures)
         client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
         kept, guard = self.guard.apply(decoded.updates)

@@ -24,7 +24,7 @@ from server.loop import _check_same_run
 from server.records import payload_record
 from server.strategy import CompressedFedAvg
 
-CFG = RunConfig(num_clients=4, samples_per_client=16, test_samples=16, width=4, min_clients=1)
+CFG = RunConfig(num_clients=4, samples_per_client=16, test_samples=16, width=4, min_clients=1, codec="none")
 LAYOUT = {"w": np.zeros(64, np.float32)}
 
 
@@ -128,7 +128,7 @@ def test_a_client_refuses_a_downlink_bomb_before_allocating_it():
         downlink.receive(bomb, CFG)
     assert time.perf_counter() - start < 5  # refused from the header, not after decoding
     wrong = encode({"other": np.zeros(3, np.float32)}, "none")
-    with pytest.raises(CodecError, match="names"):
+    with pytest.raises(CodecError, match="layout"):
         downlink.receive(wrong, CFG)
     downlink.receive(downlink.broadcast(initial_weights(CFG), CFG, 1), CFG)
 

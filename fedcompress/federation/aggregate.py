@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedcompress.codec import CodecError, DecodeLimits, decode
+from fedcompress.codec import CodecError, DecodeLimits, SharedLayout, decode
 from fedcompress.federation.robust import capped_weight
 
 __all__ = ["ClientUpdate", "DecodedRound", "check_matches", "decode_updates", "limits_for"]
@@ -59,19 +59,24 @@ def check_matches(update: Mapping[str, np.ndarray], reference: Mapping[str, np.n
 
 
 def decode_updates(
-    replies: Sequence[ClientUpdate], reference: Mapping[str, np.ndarray], *, weight_cap: int | None
+    replies: Sequence[ClientUpdate],
+    reference: Mapping[str, np.ndarray],
+    *,
+    weight_cap: int | None,
+    layout: SharedLayout | None = None,
 ) -> DecodedRound:
     """Decode every reply against the model's names and shapes; bad ones become failures.
 
     Weights are the claimed ``num-examples`` capped at ``weight_cap`` (the public samples-per-client), or
-    uniform when ``weight_cap`` is None: a client's claim is never used uncapped.
+    uniform when ``weight_cap`` is None: a client's claim is never used uncapped. ``layout`` (the model and the
+    uplink codec) lets compact payloads decode and holds self-describing ones to the same layout.
     """
     limits = limits_for(reference)
     result = DecodedRound(updates=[], failures={}, uplink_bytes=0)
     for reply in sorted(replies, key=lambda r: r.partition_id):  # a fixed order makes float sums reproducible
         result.uplink_bytes += len(reply.payload)
         try:
-            update = decode(reply.payload, limits=limits)
+            update = decode(reply.payload, limits=limits, layout=layout)
             check_matches(update, reference)
         except CodecError as e:
             result.failures[reply.partition_id] = f"bad payload: {e}"

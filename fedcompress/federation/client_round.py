@@ -118,7 +118,7 @@ def run_client_round(
         codec_part = _split(saved.before, _CODEC)
         codec_state = CodecState.from_state_dict(codec_part) if codec_part else CodecState()
     seed = derive_seed(cfg.seed, "uplink", server_round, partition_id)
-    payload, stats = encode_with_stats(delta, cfg.codec, codec_state, seed=seed)
+    payload, stats = encode_with_stats(delta, cfg.codec, codec_state, seed=seed, framing=cfg.codec_framing)
 
     metrics: dict[str, float | int] = {
         "payload-bytes": len(payload),

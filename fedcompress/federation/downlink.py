@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedcompress.codec import decode, encode, parse_spec
+from fedcompress.codec import SharedLayout, decode, encode, parse_spec
 from fedcompress.config import RunConfig
 from fedcompress.federation.aggregate import check_matches, limits_for
 from fedcompress.federation.weights import initial_weights
@@ -34,7 +34,8 @@ def broadcast(weights: Mapping[str, np.ndarray], cfg: RunConfig, server_round: i
     """Encode the global weights for round ``server_round`` with the configured downlink codec."""
     reference = _reference(cfg)
     message = dict(weights) if reference is None else {k: weights[k] - reference[k] for k in weights}
-    return encode(message, cfg.downlink_codec, seed=derive_seed(cfg.seed, "downlink", server_round))
+    seed = derive_seed(cfg.seed, "downlink", server_round)
+    return encode(message, cfg.downlink_codec, seed=seed, framing=cfg.codec_framing)
 
 
 def receive(payload: bytes, cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -45,7 +46,7 @@ def receive(payload: bytes, cfg: RunConfig) -> dict[str, np.ndarray]:
     values is refused before anything is allocated).
     """
     model = initial_weights(cfg)  # the model's names and shapes (and the lossy codec's reference), built here
-    decoded = decode(payload, limits=limits_for(model))
+    decoded = decode(payload, limits=limits_for(model), layout=SharedLayout.of(model, cfg.downlink_codec))
     check_matches(decoded, model)
     if is_lossless(cfg.downlink_codec):
         return decoded
