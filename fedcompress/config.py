@@ -220,7 +220,6 @@ class RunConfig:
                 f"amplification by sampling is true (got client-sampling={self.client_sampling!r})"
             )
 
-
     def _check_robustness(self) -> None:
         from fedcompress.federation.attacks import parse_attack  # lazy: keeps config import-light
 

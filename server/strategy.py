@@ -108,7 +108,7 @@ class CompressedFedAvg(Strategy):
             if time.monotonic() > give_up:
                 raise RunError(
                     f"only {len(node_ids)} of num-clients={expected} clients connected within {wait:.0f} s. With "
-                    f"`flwr run . local` pass --federation-config \"num-supernodes={expected}\"; in a deployment "
+                    f'`flwr run . local` pass --federation-config "num-supernodes={expected}"; in a deployment '
                     f"start {expected} SuperNodes (partition-id 0..{expected - 1}) or lower num-clients"
                 )
             time.sleep(0.5)
