@@ -117,13 +117,14 @@ def save_grid(
             ax.imshow(np.clip(images[b, 0], 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-        name = label if math.isnan(psnr) else f"{label}\n{psnr:.1f} dB"
+        wrapped = label.replace("+", "+\n")  # long condition names on several short lines, never clipped
+        name = wrapped if math.isnan(psnr) else f"{wrapped}\n{psnr:.1f} dB"
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
     if title:
         figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
