@@ -60,6 +60,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "guard_norm": (0.0, 1e12, True),
     "guard_median_factor": (1.0, 1e6, False),
     "attack_clients": (0, 100_000, True),
+    "dp_keep": (0.0, 1.0, False),
 }
 
 
@@ -99,6 +100,7 @@ class RunConfig:
     dp: str = "none"
     dp_noise: str = "local"
     pre_noise: str = ""
+    dp_keep: float = 1.0
     target_epsilon: float = 0.0
     noise_multiplier: float = 0.0
     clip_norm: float = 0.05
@@ -167,6 +169,21 @@ class RunConfig:
         return self.release == "minimal" or (self.release == "auto" and self.private)
 
     @property
+    def uplink_codec(self) -> str:
+        """The codec clients encode with: ``codec``, or the ``dp-keep`` mask, then the codec's q and zstd stages.
+
+        See :mod:`fedcompress.privacy.masking`: the mask (``randk`` with the round's public seed) is the only
+        sparsifier, and the codec's quantizer and entropy stages run after the noise.
+        """
+        if self.dp_keep >= 1.0:
+            return self.codec
+        from fedcompress.codec import parse_spec  # lazy, as in _check_relations
+
+        spec = parse_spec(self.codec)
+        tail = [stage.spec() for stage in (spec.quantizer, spec.entropy) if stage is not None]
+        return "+".join([f"randk:{self.dp_keep:g}", *tail])
+
+    @property
     def delta_population(self) -> tuple[int, str]:
         """N for the delta policy, and what it counts: records per client (sample level) or clients."""
         if self.dp == "sample":
@@ -207,6 +224,7 @@ class RunConfig:
                 f"pre-noise={self.pre_noise!r} only applies with dp='client' and dp-noise='local' "
                 f"(got dp={self.dp!r}, dp-noise={self.dp_noise!r})"
             )
+        self._check_dp_keep()
         if self.private and self.delta >= 1.0 / self.delta_population[0]:
             n, what = self.delta_population
             raise ConfigError(
@@ -219,6 +237,26 @@ class RunConfig:
                 "dp='client' with dp-noise='central' needs client-sampling='poisson' so the accountant's "
                 f"amplification by sampling is true (got client-sampling={self.client_sampling!r})"
             )
+
+    def _check_dp_keep(self) -> None:
+        from fedcompress.codec import parse_spec  # lazy, as above
+
+        if self.dp_keep >= 1.0:
+            return
+        if self.dp != "client":
+            raise ConfigError(
+                f"dp-keep={self.dp_keep:g} applies to client-level DP (dp='client'), got dp={self.dp!r}; "
+                "with dp='none' use a codec such as 'randk:F' instead"
+            )
+        spec = parse_spec(self.codec)
+        extra = [s.spec() for s in (spec.lowrank, spec.rotation, spec.sparsifier) if s is not None]
+        if extra:
+            raise ConfigError(
+                f"dp-keep={self.dp_keep:g} makes the public mask the only sparsifier, but codec={self.codec!r} has "
+                f"{extra[0]!r}; use quantizer and entropy stages only, e.g. codec='q:8:block=256+zstd:3'"
+            )
+        if self.pre_noise:
+            raise ConfigError(f"dp-keep={self.dp_keep:g} replaces pre-noise={self.pre_noise!r}: set one of them")
 
     def _check_robustness(self) -> None:
         from fedcompress.federation.attacks import parse_attack  # lazy: keeps config import-light

@@ -88,7 +88,7 @@ class CompressedFedAvg(Strategy):
         """Log the strategy's settings."""
         log.info(
             "CompressedFedAvg codec=%s downlink=%s dp=%s",
-            self.cfg.codec,
+            self.cfg.uplink_codec,
             self.cfg.downlink_codec,
             self.cfg.dp,
         )
@@ -194,7 +194,7 @@ class CompressedFedAvg(Strategy):
         cfg = self.cfg
         updates, failures = self.collect(replies, self._selected)
         cap = None if cfg.minimal_release else cfg.samples_per_client
-        layout = SharedLayout.of(self._reference, cfg.codec)
+        layout = SharedLayout.of(self._reference, cfg.uplink_codec)
         decoded = decode_updates(updates, self._reference, weight_cap=cap, layout=layout)
         decoded.failures.update(failures)
         client_metrics = {u.partition_id: dict(u.metrics) for u in updates}

@@ -24,8 +24,8 @@ from fedcompress.audit.dp_check import DEFAULT_LAYOUT, Adversary, Mechanism
 from fedcompress.codec import decode, encode
 from fedcompress.config import RunConfig
 from fedcompress.privacy import ClientPolicy
+from fedcompress.privacy.masking import uplink_seed
 from fedcompress.privacy.mechanisms import client_mechanism
-from fedcompress.seeding import derive_seed
 
 __all__ = ["local_noise_mechanism", "public_noise_adversary"]
 
@@ -61,8 +61,8 @@ def local_noise_mechanism(
     def release(update: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         server_round = next(rounds)
         noised = client.privatise(dict(update), server_round)
-        uplink_seed = derive_seed(cfg.seed, "uplink", server_round, _PARTITION)  # as run_client_round encodes
-        return decode(encode(noised, cfg.codec, seed=uplink_seed))
+        seed = uplink_seed(cfg, server_round, _PARTITION)  # as run_client_round encodes
+        return decode(encode(noised, cfg.uplink_codec, seed=seed))
 
     return release
 

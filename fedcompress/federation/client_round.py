@@ -7,7 +7,8 @@ Order (see DESIGN.md and notes/opacus-and-dp.md):
 3. train E local epochs: plain SGD, or DP-SGD (``dp = "sample"``) with secret batches and noise;
 4. delta = w_local - w_global;
 5. client-level DP with local noise: data-independent ``pre-noise`` stages, clip to C, secret N(0, (zC)^2);
-6. codec with error feedback (residuals persist in the state). After step 3's DP-SGD or step 5's noise every
+6. codec with error feedback (under ``dp-keep``: the round's public mask as ``randk``, so only the kept values
+   travel) (residuals persist in the state). After step 3's DP-SGD or step 5's noise every
    codec stage is post-processing, so adaptive stages are safe there.
 
 Replays: when the server re-runs a round this client already released (it resumed from a checkpoint) and sends
@@ -33,9 +34,10 @@ from fedcompress.federation import downlink
 from fedcompress.federation.attacks import attack_of
 from fedcompress.federation.client_state import ROUND_KEY, SavedState, state_round
 from fedcompress.models import build_model
+from fedcompress.privacy.masking import uplink_seed
 from fedcompress.privacy.mechanisms import client_mechanism
 from fedcompress.privacy.policy import ClientPolicy
-from fedcompress.seeding import derive_seed, numpy_rng
+from fedcompress.seeding import numpy_rng
 
 __all__ = ["ClientReply", "run_client_round"]
 
@@ -117,8 +119,8 @@ def run_client_round(
     if cfg.error_feedback:
         codec_part = _split(saved.before, _CODEC)
         codec_state = CodecState.from_state_dict(codec_part) if codec_part else CodecState()
-    seed = derive_seed(cfg.seed, "uplink", server_round, partition_id)
-    payload, stats = encode_with_stats(delta, cfg.codec, codec_state, seed=seed, framing=cfg.codec_framing)
+    seed = uplink_seed(cfg, server_round, partition_id)
+    payload, stats = encode_with_stats(delta, cfg.uplink_codec, codec_state, seed=seed, framing=cfg.codec_framing)
 
     metrics: dict[str, float | int] = {
         "payload-bytes": len(payload),

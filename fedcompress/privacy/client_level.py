@@ -30,6 +30,7 @@ from fedcompress.privacy._checks import check_number
 from fedcompress.privacy.accountant import epsilon
 from fedcompress.privacy.calibration import calibrate_noise
 from fedcompress.privacy.clipping import add_noise, clip_update
+from fedcompress.privacy.masking import PublicMask
 
 __all__ = ["TRUST_MODELS", "central_aggregate", "client_level_epsilon", "client_level_noise"]
 
@@ -111,8 +112,9 @@ def central_aggregate(
     noise_multiplier: float,
     expected_clients: float,
     generator: np.random.Generator,
+    mask: PublicMask | None = None,
 ) -> dict[str, np.ndarray]:
-    """Central client-level DP: clip each update to C, sum, add N(0, (zC)^2) everywhere, divide by q*N.
+    """Central client-level DP: clip each update to C, sum, add N(0, (zC)^2), divide by q*N.
 
     Parameters
     ----------
@@ -127,6 +129,9 @@ def central_aggregate(
         The fixed denominator q*N (> 0), never the number that replied.
     generator : numpy.random.Generator
         Source of the noise.
+    mask : PublicMask | None
+        ``dp-keep``'s public mask: the updates must already be zero off it, and the noise goes on it only.
+        None: noise on every coordinate.
 
     Returns
     -------
@@ -146,5 +151,9 @@ def central_aggregate(
         clipped, _ = clip_update(update, clip_norm)
         for name, value in clipped.items():
             total[name] += value
-    noised = add_noise(total, noise_multiplier * clip_norm, generator, dtype=np.float64)
+    std = noise_multiplier * clip_norm
+    if mask is None:
+        noised = add_noise(total, std, generator, dtype=np.float64)
+    else:
+        noised = mask.add_noise(total, std, generator)
     return {name: (value / expected_clients).astype(np.float32) for name, value in noised.items()}

@@ -6,7 +6,8 @@ class                  what it wraps
 ClientMechanism        nothing: plain local SGD, the update as it is (``dp = "none"``; and central noise, where
                        the trusted server clips and noises)
 SampleLevelClient      training: Opacus DP-SGD on the public schedule, secret batches and noise
-LocalNoiseClient       the update: data-independent ``pre-noise`` stages, clip to C, secret N(0, (zC)^2)
+LocalNoiseClient       the update: data-independent ``pre-noise`` stages (or the round's public ``dp-keep``
+                       mask), clip to C, secret N(0, (zC)^2) on what is kept
 =====================  ==========================================================================================
 
 The two private ones check every request against the site's :class:`~fedcompress.privacy.policy.ClientPolicy`
@@ -27,7 +28,8 @@ from fedcompress.codec import decode, encode
 from fedcompress.config import RunConfig
 from fedcompress.data.denoising import DenoisingSet
 from fedcompress.privacy.accountant import Accountant
-from fedcompress.privacy.clipping import clip_and_noise
+from fedcompress.privacy.clipping import clip_and_noise, clip_update
+from fedcompress.privacy.masking import PublicMask
 from fedcompress.privacy.policy import ClientPolicy
 from fedcompress.privacy.randomness import NoiseSource
 from fedcompress.privacy.sample_level import SampleLevelDP, sample_level_plan
@@ -174,15 +176,24 @@ class LocalNoiseClient(_AccountedClient):
         return 1.0, 1  # the server sees every update: no amplification by sampling
 
     def privatise(self, delta: dict[str, np.ndarray], server_round: int) -> dict[str, np.ndarray]:
-        """Data-independent ``pre-noise`` stages (public seed), clip, secret noise; charge one release."""
+        """Data-independent ``pre-noise`` stages (public seed), clip, secret noise; charge one release.
+
+        Under ``dp-keep`` the round's public mask restricts the update BEFORE clipping, and the noise goes on the
+        kept coordinates only (the rest are exactly zero whatever the data, so they need none).
+        """
         cfg = self.cfg
         if cfg.pre_noise:  # randk masks and fixed ranges from the public seed release nothing about the data
             seed = derive_seed(cfg.seed, "pre", server_round, self.partition_id)
             delta = decode(encode(delta, cfg.pre_noise, seed=seed))
         generator = self.source.numpy("client-noise", server_round, self.partition_id)
-        noised, _ = clip_and_noise(
-            delta, clip_norm=cfg.clip_norm, noise_multiplier=self.noise_multiplier, generator=generator
-        )
+        mask = PublicMask.of(cfg, server_round)
+        if mask is None:
+            noised, _ = clip_and_noise(
+                delta, clip_norm=cfg.clip_norm, noise_multiplier=self.noise_multiplier, generator=generator
+            )
+        else:
+            clipped, _ = clip_update(mask.restrict(delta), cfg.clip_norm)
+            noised = mask.add_noise(clipped, self.noise_multiplier * cfg.clip_norm, generator)
         self.accountant.step(self.noise_multiplier, 1.0, 1)
         self.releases += 1
         return noised

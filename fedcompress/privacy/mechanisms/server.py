@@ -29,6 +29,7 @@ from fedcompress.errors import RunError
 from fedcompress.privacy.accountant import epsilon
 from fedcompress.privacy.client_level import central_aggregate
 from fedcompress.privacy.ledger import LedgerEntry
+from fedcompress.privacy.masking import PublicMask
 from fedcompress.privacy.policy import ClientPolicy
 from fedcompress.privacy.randomness import NoiseSource
 from fedcompress.seeding import numpy_rng
@@ -55,6 +56,11 @@ class ServerMechanism:
         self.cfg = cfg
         self.source = source or NoiseSource(cfg.dp_randomness, cfg.seed)
 
+    def restrict(self, updates: Sequence[Mapping[str, np.ndarray]], server_round: int) -> list[dict[str, np.ndarray]]:
+        """The updates on the round's public ``dp-keep`` mask only (as sent), so no client writes outside it."""
+        mask = PublicMask.of(self.cfg, server_round)
+        return [dict(u) if mask is None else mask.restrict(u) for u in updates]
+
     # ------------------------------------------------------------------ the round
     def sampling_generator(self, server_round: int) -> np.random.Generator:
         """Randomness for choosing this round's clients (public: no epsilon is amplified by it)."""
@@ -74,7 +80,7 @@ class ServerMechanism:
         base: Callable[[Sequence[Mapping[str, np.ndarray]], Sequence[float]], dict[str, np.ndarray]] = weighted_mean,
     ) -> dict[str, np.ndarray]:
         """The round's update from the decoded ones (at least one): ``base``, the configured aggregator."""
-        return base(updates, weights)
+        return base(self.restrict(updates, server_round), weights)
 
     # ------------------------------------------------------------------ accounting
     def charge(self, sent: Iterable[int]) -> None:
@@ -288,16 +294,18 @@ class CentralNoiseServer(_AccountedServer):
     ) -> dict[str, np.ndarray]:
         """Clip each update to C, sum, add secret N(0, (zC)^2), divide by the FIXED q*N.
 
-        ``base`` and ``weights`` are not used: this aggregation replaces them.
+        Under ``dp-keep`` every update is first restricted to the round's public mask, and the noise goes on the
+        kept coordinates only. ``base`` and ``weights`` are not used: this aggregation replaces them.
         """
         cfg = self.cfg
         zero = {name: np.zeros_like(value, dtype=np.float32) for name, value in reference.items()}
         return central_aggregate(
-            list(updates) or [zero],  # a zero update adds nothing; it gives the noise its shapes
+            self.restrict(updates, server_round) or [zero],  # a zero update adds nothing; it gives the noise shapes
             clip_norm=cfg.clip_norm,
             noise_multiplier=self.noise_multiplier,
             expected_clients=cfg.fraction_train * cfg.num_clients,
             generator=self.source.numpy("central-noise", server_round),
+            mask=PublicMask.of(cfg, server_round),
         )
 
     def charge(self, sent: Iterable[int]) -> None:
