@@ -1,0 +1,219 @@
+"""``fedcompress bench front``: which codec keeps quality at the fewest uplink bytes, on a workload that learns.
+
+The workload is ``simulations/grids/front.toml`` (10 sites x 2000 phantoms, every site every round, dense
+float32 FedAvg beside every codec, then the private rows); ``--quick`` runs ``front-quick.toml`` (the same cells
+on a small workload, minutes on 2 cores). The cells run as a sweep into ``--out`` (resumable: a rerun runs only
+what is missing), then the front is written from the store:
+
+- ``front.md``: per cell, uplink bytes per client per round, ratio vs float32, final and best PSNR, the gap to
+  its dense reference at the same privacy, seconds per round, and the privacy line;
+- ``front.csv``: the same, plus PSNR per round (one column each; loads into pandas);
+- ``front.png``: final PSNR against total uplink bytes (log x), one marker series per privacy setting, the
+  noisy-input floor as a line; ``rounds.png``: PSNR per round.
+
+The reference of a cell is the dense float32 cell (``codec = "none"``, no ``dp-keep``) with the same privacy
+settings and seed; the ratio is always against float32 (``dense_uplink_bytes``), never against another codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedcompress.config import parse_overrides
+from simulations.store import latest_records, read_records
+
+__all__ = ["front_rows", "main", "write_front"]
+
+GRIDS = Path(__file__).resolve().parent / "grids"
+_PRIVACY_KEYS = ("dp", "dp-noise", "target-epsilon", "noise-multiplier", "clip-norm")
+
+
+def _privacy(cfg: Mapping[str, Any]) -> str:
+    if cfg["dp"] == "none":
+        return "no DP"
+    level = "sample-level" if cfg["dp"] == "sample" else f"client-level {cfg['dp-noise']}"
+    budget = f"eps {cfg['target-epsilon']:g}" if cfg["target-epsilon"] > 0 else f"z {cfg['noise-multiplier']:g}"
+    return f"{level} {budget}"
+
+
+def _codec(cfg: Mapping[str, Any]) -> str:
+    keep = float(cfg.get("dp-keep", 1.0))
+    return cfg["codec"] if keep >= 1.0 else f"dp-keep {keep:g} + {cfg['codec']}"
+
+
+def _reference_key(cfg: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (*(cfg[k] for k in _PRIVACY_KEYS), cfg["seed"])
+
+
+def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per completed cell (latest record), with its dense float32 reference's final PSNR and gap."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        if record.get("status") != "ok" or not record.get("rounds"):
+            continue
+        cfg, final, rounds = record["config"], record["final"], record["rounds"]
+        clients = sum(int(r.get("clients_ok") or 0) for r in rounds)
+        uplink = final.get("uplink_bytes")
+        dense = final.get("dense_uplink_bytes")
+        psnrs = [float(r["psnr"]) for r in rounds if r.get("psnr") is not None]
+        rows.append(
+            {
+                "label": record["label"],
+                "codec": _codec(cfg),
+                "privacy": _privacy(cfg),
+                "seed": cfg["seed"],
+                "bytes_per_client_round": uplink / clients if uplink and clients else None,
+                "ratio_vs_float32": dense / uplink if uplink and dense else None,
+                "total_uplink_bytes": uplink,
+                "final_psnr": final["psnr"],
+                "best_psnr": max(psnrs) if psnrs else None,
+                "noisy_psnr": final.get("psnr_initial"),
+                "seconds_per_round": sum(float(r["seconds"]) for r in rounds) / len(rounds),
+                "epsilon": (record.get("privacy") or {}).get("epsilon"),
+                "privacy_line": (record.get("privacy") or {}).get("summary", ""),
+                "psnr_per_round": psnrs,
+                "_reference": _reference_key(cfg),
+                "_dense": cfg["codec"] == "none" and float(cfg.get("dp-keep", 1.0)) >= 1.0,
+            }
+        )
+    references = {row["_reference"]: row["final_psnr"] for row in rows if row["_dense"]}
+    for row in rows:
+        reference = references.get(row.pop("_reference"))
+        row.pop("_dense")
+        row["gap_db"] = None if reference is None else row["final_psnr"] - reference
+    return rows
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    header = "| cell | privacy | codec | B/client/round | x vs float32 | final dB | best dB | vs dense dB | s/round |"
+    lines = [header, "|" + "---|" * 3 + "---:|" * 6]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['privacy']} | `{r['codec']}` | {_fmt(r['bytes_per_client_round'], ',.0f')} | "
+            f"{_fmt(r['ratio_vs_float32'], '.1f')} | {_fmt(r['final_psnr'], '.2f')} | {_fmt(r['best_psnr'], '.2f')} | "
+            f"{_fmt(r['gap_db'], '+.2f')} | {_fmt(r['seconds_per_round'], '.1f')} |"
+        )
+    floors = sorted({round(r["noisy_psnr"], 2) for r in rows if r["noisy_psnr"] is not None})
+    lines.append("")
+    lines.append(f"Noisy input (do nothing): {', '.join(f'{f:.2f}' for f in floors)} dB. 'vs dense' is the gap to the")
+    lines.append("dense float32 cell with the same privacy settings and seed.")
+    privacy = sorted({r["privacy_line"] for r in rows if r["privacy_line"]})
+    if privacy:
+        lines += ["", "Privacy:", *[f"- {line}" for line in privacy]]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["privacy"], []).append(row)
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(groups)}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, group in groups.items():
+        group = sorted((r for r in group if r["total_uplink_bytes"]), key=lambda r: r["total_uplink_bytes"])
+        ax.plot(
+            [r["total_uplink_bytes"] for r in group],
+            [r["final_psnr"] for r in group],
+            "o",
+            color=colours[name],
+            label=name,
+        )
+        for r in group:
+            ax.annotate(
+                r["codec"],
+                (r["total_uplink_bytes"], r["final_psnr"]),
+                fontsize=6,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
+    floor = next((r["noisy_psnr"] for r in rows if r["noisy_psnr"] is not None), None)
+    if floor is not None:
+        ax.axhline(floor, color="0.5", linestyle=":", label="noisy input (do nothing)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _human_bytes(v)))
+    ax.set_xlabel("total uplink bytes over the run (log scale)")
+    ax.set_ylabel("final test PSNR (dB)")
+    ax.set_title("Compression front")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(out / "front.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        curve = r["psnr_per_round"]
+        ax.plot(range(1, len(curve) + 1), curve, marker=".", label=f"{r['privacy']}: {r['codec']}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("PSNR per round")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(out / "rounds.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _human_bytes(value: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
+
+
+def write_front(store_dir: str | Path) -> list[dict[str, Any]]:
+    """Write ``front.md``, ``front.csv``, ``front.png`` and ``rounds.png`` into ``store_dir``; return the rows."""
+    out = Path(store_dir)
+    rows = front_rows(list(latest_records(read_records(out)).values()))
+    if not rows:
+        raise ValueError(f"{out} holds no completed cells")
+    (out / "front.md").write_text(_markdown(rows))
+    rounds = max(len(r["psnr_per_round"]) for r in rows)
+    columns = [k for k in rows[0] if k not in ("psnr_per_round", "privacy_line")]
+    with open(out / "front.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*columns, *(f"psnr_round_{i}" for i in range(1, rounds + 1))])
+        for r in rows:
+            writer.writerow([*(r[k] for k in columns), *r["psnr_per_round"]])
+    _plots(rows, out)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the front benchmark."""
+    from simulations.sweep import load_grid, run_sweep
+
+    parser = argparse.ArgumentParser(prog="fedcompress bench front", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="sweep folder (resumable); the front files are written there")
+    parser.add_argument("--quick", action="store_true", help="the small workload (front-quick.toml), minutes")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every cell")
+    parser.add_argument("--report-only", action="store_true", help="write the front from the store; run nothing")
+    args = parser.parse_args(argv)
+    grid = GRIDS / ("front-quick.toml" if args.quick else "front.toml")
+    if not args.report_only:
+        code = run_sweep(load_grid(grid, parse_overrides(args.set)), args.out)
+        if code not in (0, 1):  # 1: some cell failed; the front still shows the others
+            return code
+    rows = write_front(args.out)
+    print(Path(args.out, "front.md").read_text(), end="")
+    print(f"front: {len(rows)} cells -> {args.out}/front.md, front.csv, front.png, rounds.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

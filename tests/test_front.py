@@ -1,0 +1,78 @@
+"""The compression-front report: rows, gaps to the dense reference, CSV and plots, from a real sweep store."""
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from simulations import store
+from simulations.front import front_rows, write_front
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "store"
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    out = tmp_path / "store"
+    shutil.copytree(FIXTURE, out)
+    return out
+
+
+def test_each_cell_is_compared_with_the_dense_cell_of_its_own_privacy_and_seed():
+    records = list(store.latest_records(store.read_records(FIXTURE)).values())
+    rows = front_rows(records)
+    assert len(rows) == sum(r["status"] == "ok" for r in records)  # a failed cell is left out, not zero
+    by = {(r["privacy"], r["codec"], r["seed"]): r for r in rows}
+    dense, balanced = by[("no DP", "none", 1)], by[("no DP", "balanced", 1)]
+    assert balanced["gap_db"] == pytest.approx(balanced["final_psnr"] - dense["final_psnr"])
+    assert dense["gap_db"] == 0.0
+    private = by[("sample-level eps 8", "balanced", 0)]
+    reference = by[("sample-level eps 8", "none", 0)]
+    assert private["gap_db"] == pytest.approx(private["final_psnr"] - reference["final_psnr"])  # not the no-DP one
+    record = next(
+        r
+        for r in records
+        if r["config"]["codec"] == "balanced" and r["config"]["seed"] == 1 and r["config"]["dp"] == "none"
+    )
+    final = record["final"]
+    assert balanced["ratio_vs_float32"] == pytest.approx(final["dense_uplink_bytes"] / final["uplink_bytes"])
+    clients = sum(r["clients_ok"] for r in record["rounds"])
+    assert balanced["bytes_per_client_round"] == pytest.approx(final["uplink_bytes"] / clients)
+
+
+def test_the_front_files_load_and_the_plots_decode(folder):
+    rows = write_front(folder)
+    with open(folder / "front.csv", newline="") as f:
+        table = list(csv.DictReader(f))  # one header row, one row per cell: what pandas.read_csv loads
+    assert len(table) == len(rows) and {"psnr_round_1", "psnr_round_2", "ratio_vs_float32"} <= set(table[0])
+    assert float(table[0]["psnr_round_2"]) == pytest.approx(rows[0]["psnr_per_round"][1])
+    assert "| cell | privacy | codec |" in (folder / "front.md").read_text()
+    for name in ("front.png", "rounds.png"):
+        image = matplotlib.image.imread(folder / name)
+        assert image.shape[0] > 200 and image.std() > 0.01
+
+
+def test_the_cli_writes_the_front_from_a_store_and_refuses_an_empty_folder(folder, tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "front.md" in ok.stdout
+    empty = subprocess.run(
+        [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert empty.returncode == 2 and "no completed cells" in empty.stderr
+    assert "Traceback" not in empty.stderr
