@@ -7,8 +7,11 @@ refused while the first lives, and the lock goes with the process however it end
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,44 @@ def check_run_folder(cfg: RunConfig) -> None:
             raise ConfigError(f"cannot resume {out}: {shown}") from e
 
 
+class _DropKnownNotices(logging.Filter):
+    """Flower's lines that say nothing our own lines do not.
+
+    Its deprecation notice for the engine (we call it on purpose), and the Ray tracebacks of a client that raised
+    (the server logs "client error: <reason>" for it, one line per client).
+    """
+
+    _KNOWN = (
+        "`run_simulation` function is deprecated",
+        "An exception was raised when processing a message by RayBackend",
+        "ray::ClientAppActor",
+        "Traceback (most recent call last)",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(known in message for known in self._KNOWN)
+
+
+@contextlib.contextmanager
+def _quiet_engine(quiet: bool) -> Iterator[None]:
+    """Flower at WARNING, without its deprecation notice for the engine, and without Ray's accelerator tip."""
+    if not quiet:
+        yield
+        return
+    flwr_log = logging.getLogger("flwr")
+    level, notice = flwr_log.level, _DropKnownNotices()
+    flwr_log.setLevel(logging.WARNING)
+    flwr_log.addFilter(notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
+            yield
+    finally:
+        flwr_log.removeFilter(notice)
+        flwr_log.setLevel(level)
+
+
 def run_apps(
     server_app: Any, client_app: Any, cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
 ) -> dict[str, Any]:
@@ -113,18 +154,19 @@ def run_apps(
     with FolderLock(out, name=RUN_LOCK, what="run"):
         check_run_folder(cfg)
         prepare_flower_env(out / ".flwr")
-        if quiet:
-            logging.getLogger("flwr").setLevel(logging.WARNING)
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=cfg.num_clients,
-            backend_config={
-                "client_resources": {"num_cpus": cpus_per_client},
-                "init_args": {"logging_level": 30, "log_to_driver": True},
-            },
-            verbose_logging=False,
-        )
+        with _quiet_engine(quiet):
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=cfg.num_clients,
+                backend_config={
+                    "client_resources": {"num_cpus": cpus_per_client},
+                    # Actors' own output (Flower's "Manually terminating ClientAppActor" at shutdown) only with
+                    # --verbose: a failing client is reported by the server with its reason either way.
+                    "init_args": {"logging_level": 30, "log_to_driver": not quiet},
+                },
+                verbose_logging=False,
+            )
         try:
             return read_result(out)
         except FileNotFoundError as e:

@@ -149,3 +149,50 @@ def test_a_killed_private_run_charges_the_round_it_had_sent(tmp_path):
     assert math.isclose(privacy["epsilon"], epsilon(2.0, 1.0, 5, 1e-5), rel_tol=1e-9)
     for partition in range(3):
         assert _client_epsilon(out, partition) <= privacy["epsilon"] * (1 + 1e-9)
+
+
+def test_a_refusing_client_is_one_line_each_without_engine_tracebacks(tmp_path):
+    """Quiet by default: a client past its own budget gives one line per client, not Ray's tracebacks."""
+    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(tmp_path / "run")]
+    # delta 1e-3 for the run, but each site holds its own max-epsilon 10 at delta 1e-5: round 2 is refused.
+    settings = {
+        "num-clients": 2,
+        "num-rounds": 2,
+        "samples-per-client": 16,
+        "width": 4,
+        "dp": "sample",
+        "target-epsilon": 8,
+        "delta": 1e-3,
+        "test-samples": 16,
+    }
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert output.count("client error: refused") == 2, output[-3000:]
+    for noise in ("Traceback", "deprecated", "Manually terminating", "FutureWarning"):
+        assert noise not in output, f"{noise!r} in the default output:\n{output[-3000:]}"
+
+
+def test_dp_keep_sends_a_fraction_of_the_bytes_at_the_same_epsilon(tmp_path):
+    base = {
+        "num-clients": 4,
+        "num-rounds": 2,
+        "samples-per-client": 16,
+        "test-samples": 16,
+        "width": 8,
+        "local-epochs": 1,
+        "dp": "client",
+        "dp-noise": "local",
+        "target-epsilon": 8,
+        "delta": 1e-3,
+        "codec": "q:8:block=256+zstd:3",
+    }
+    dense = _simulate(tmp_path / "dense", base)
+    kept = _simulate(tmp_path / "kept", {**base, "dp-keep": 0.02})
+    assert kept["privacy"]["epsilon"] == dense["privacy"]["epsilon"]  # the mask is public: nothing to charge
+    assert kept["privacy"]["noise_multiplier"] == dense["privacy"]["noise_multiplier"]
+    ratio = dense["final"]["uplink_bytes"] / kept["final"]["uplink_bytes"]
+    assert ratio > 20, ratio  # ~50x on the values, less the header's share on this small model
