@@ -243,10 +243,10 @@ class RunConfig:
 
         if self.dp_keep >= 1.0:
             return
-        if self.dp != "client":
+        if self.dp == "none":
             raise ConfigError(
-                f"dp-keep={self.dp_keep:g} applies to client-level DP (dp='client'), got dp={self.dp!r}; "
-                "with dp='none' use a codec such as 'randk:F' instead"
+                f"dp-keep={self.dp_keep:g} applies to private runs (dp='sample' or 'client'); without DP use a "
+                "codec such as 'randk:F' instead"
             )
         spec = parse_spec(self.codec)
         extra = [s.spec() for s in (spec.lowrank, spec.rotation, spec.sparsifier) if s is not None]

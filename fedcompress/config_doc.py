@@ -43,7 +43,7 @@ DOCS: Mapping[str, str] = {
     "dp": "none, sample (DP-SGD per record) or client (whole update per site)",
     "dp-noise": "client-level DP: local (clients noise; untrusted server) or central (trusted server noises)",
     "pre-noise": "client-level local DP: data-independent stages before the noise (randk:F, q:B:range=R)",
-    "dp-keep": "client-level DP: fraction of coordinates clipped, noised and sent per round (a public mask; 1 = all)",
+    "dp-keep": "private runs: fraction of coordinates trained, noised and sent per round (a public mask; 1 = all)",
     "target-epsilon": "calibrate the noise to spend this over num-rounds (0: use noise-multiplier)",
     "noise-multiplier": "DP noise std over the clip norm (0: calibrate from target-epsilon)",
     "clip-norm": "DP clip norm C (per sample, or per client update)",

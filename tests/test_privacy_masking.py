@@ -95,7 +95,7 @@ def test_the_server_restricts_every_update_to_the_mask_and_central_noise_stays_o
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"dp": "none", "noise_multiplier": 0.0}, "applies to client-level DP"),
+        ({"dp": "none", "noise_multiplier": 0.0}, "applies to private runs"),
         ({"codec": "balanced"}, "'topk:0.1'"),
         ({"codec": "rotate+sign"}, "'rotate"),
         ({"pre_noise": "randk:0.1"}, "replaces pre-noise"),
@@ -111,3 +111,20 @@ def test_the_uplink_codec_is_the_mask_then_the_codecs_quantizer_and_entropy_stag
     assert LOCAL.uplink_codec == "randk:0.05+q:8:block=256+zstd:3"
     assert LOCAL.replace(codec="none").uplink_codec == "randk:0.05"
     assert RunConfig().uplink_codec == RunConfig().codec == "balanced"
+
+
+def test_sample_level_trains_only_the_rounds_mask_and_sends_only_it():
+    cfg = RunConfig(dp="sample", noise_multiplier=1.0, dp_keep=0.05, codec="q:8:block=256+zstd:3", **TINY)
+    reference = initial_weights(cfg)
+    payload = _reply(cfg, server_round=2)
+    layout = SharedLayout.of(reference, cfg.uplink_codec)
+    decoded = decode_updates([ClientUpdate(0, payload, {})], reference, weight_cap=None, layout=layout)
+    assert decoded.failures == {}
+    flat, _ = flatten(decoded.updates[0][1])
+    kept = PublicMask.of(cfg, 2).indices(flat.size)
+    outside = np.ones(flat.size, dtype=bool)
+    outside[kept] = False
+    assert not flat[outside].any()  # frozen: DP-SGD's noise there is discarded, nothing moved
+    assert np.count_nonzero(flat[kept]) > 0.9 * kept.size  # the kept coordinates trained (noise and signal)
+    dense_bytes = 4 * flat.size
+    assert len(payload) < 0.05 * dense_bytes + 400

@@ -150,8 +150,12 @@ class SampleLevelDP:
         dataset: Dataset,
         *,
         generator: torch.Generator,
+        trainable: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
         """Wrap model and optimizer for DP-SGD and make the Poisson loader; each step is accounted here.
+
+        ``trainable`` (``dp-keep``): a public 0/1 mask per parameter name; per-sample gradients are clipped on
+        the masked coordinates only and the rest never move (their noise is discarded: post-processing).
 
         ``model`` must be Opacus-compatible (GroupNorm, no BatchNorm) and ``optimizer`` built on its
         parameters. The returned model wraps ``model`` (the same parameters; keys of the wrapper's state dict
@@ -169,7 +173,8 @@ class SampleLevelDP:
         private_model.forbid_grad_accumulation()  # one Poisson batch per step, as the accountant assumes
         loader = DPDataLoader(dataset, sample_rate=self.plan.sample_rate, generator=generator)
         loader.batch_sampler.steps = self.plan.steps_per_epoch
-        private_optimizer = DPOptimizer(
+        kind = DPOptimizer if trainable is None else _masked_optimizer(model, trainable)
+        private_optimizer = kind(
             optimizer,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.clip_norm,
@@ -191,3 +196,21 @@ class SampleLevelDP:
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Continue from a saved history (validated and copied)."""
         self.accountant.load_state_dict(state)
+
+
+def _masked_optimizer(model: nn.Module, trainable: Mapping[str, torch.Tensor]) -> type[DPOptimizer]:
+    """A DPOptimizer that clips and steps on ``trainable``'s coordinates of ``model``'s parameters only."""
+    masks = {id(p): trainable[name].to(p.dtype) for name, p in model.named_parameters() if p.requires_grad}
+
+    class MaskedDPOptimizer(DPOptimizer):
+        def clip_and_accumulate(self) -> None:
+            for p in self.params:  # before the per-sample norms: only kept coordinates count toward C
+                p.grad_sample = p.grad_sample * masks[id(p)]
+            super().clip_and_accumulate()
+
+        def add_noise(self) -> None:
+            super().add_noise()
+            for p in self.params:
+                p.grad = p.grad * masks[id(p)]
+
+    return MaskedDPOptimizer

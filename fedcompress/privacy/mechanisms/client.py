@@ -5,7 +5,8 @@ class                  what it wraps
 =====================  ==========================================================================================
 ClientMechanism        nothing: plain local SGD, the update as it is (``dp = "none"``; and central noise, where
                        the trusted server clips and noises)
-SampleLevelClient      training: Opacus DP-SGD on the public schedule, secret batches and noise
+SampleLevelClient      training: Opacus DP-SGD on the public schedule, secret batches and noise (under
+                       ``dp-keep``, on the round's public mask of coordinates only)
 LocalNoiseClient       the update: data-independent ``pre-noise`` stages (or the round's public ``dp-keep``
                        mask), clip to C, secret N(0, (zC)^2) on what is kept
 =====================  ==========================================================================================
@@ -162,11 +163,24 @@ class SampleLevelClient(_AccountedClient):
         optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
         generator = self.source.torch(server_round, self.partition_id)
         private_model, optimizer, loader = engine.make_private(
-            model, optimizer, data.as_tensor_dataset(), generator=generator
+            model,
+            optimizer,
+            data.as_tensor_dataset(),
+            generator=generator,
+            trainable=_trainable(model, cfg, server_round),
         )
         loss = train_epochs(private_model, loader, optimizer, cfg.local_epochs)
         self.releases += 1
         return loss
+
+
+def _trainable(model: nn.Module, cfg: RunConfig, server_round: int) -> dict[str, torch.Tensor] | None:
+    """The round's public ``dp-keep`` mask as a 0/1 tensor per parameter (None: train every coordinate)."""
+    mask = PublicMask.of(cfg, server_round)
+    if mask is None:
+        return None
+    ones = {name: np.ones(tuple(value.shape), dtype=np.float32) for name, value in model.state_dict().items()}
+    return {name: torch.from_numpy(value) for name, value in mask.restrict(ones).items()}
 
 
 class LocalNoiseClient(_AccountedClient):
