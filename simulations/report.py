@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedcompress.federation.results import RESULT_FILE
 from simulations.store import STORE_FILE, latest_records, noise_std, read_records
 
 __all__ = ["main", "pareto_front", "register", "render_report", "summarize"]
@@ -433,7 +434,14 @@ def render_report(store_dir: str | Path) -> Path:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    path = render_report(args.dir)
+    folder = Path(args.dir)
+    if not (folder / STORE_FILE).is_file() and (folder / RESULT_FILE).is_file():  # one run, not a sweep
+        from simulations.run_report import render_run_report
+
+        path = render_run_report(folder)
+        print(f"report: {path}")
+        return 0
+    path = render_report(folder)
     print(f"report: {path}")
     return 0
 
@@ -442,10 +450,10 @@ def register(subparsers: Any) -> None:
     """Add ``fedcompress report`` to the CLI's subparsers."""
     p = subparsers.add_parser(
         "report",
-        help="report.md and PNG plots from a sweep's results store",
+        help="report.md and PNG plots from a sweep's results store, or from one run's folder",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("dir", help="sweep folder (holds results.jsonl)")
+    p.add_argument("dir", help="sweep folder (holds results.jsonl) or run folder (holds result.json)")
     p.set_defaults(func=_cmd_report)
 
 

@@ -1,5 +1,6 @@
 """Real federations on Flower's simulation engine (Ray), each in its own process: failures, resume."""
 
+import csv
 import json
 import os
 import signal
@@ -57,6 +58,14 @@ def test_misbehaving_clients_are_counted_and_the_run_completes(tmp_path):
     assert last["psnr"] == rounds[3]["psnr"]  # skipped round leaves the model unchanged
     assert result["final"]["psnr"] > result["baseline"]["psnr"]
     assert result["final"]["uplink_bytes"] == sum(r["uplink_bytes"] for r in rounds)
+    with open(out / "rounds.csv", newline="") as f:  # one flat row per round: what pandas.read_csv loads
+        table = list(csv.DictReader(f))
+    assert [int(r["round"]) for r in table] == [1, 2, 3, 4, 5]
+    assert [float(r["psnr"]) for r in table] == [r["psnr"] for r in rounds]
+    assert "injected crash" in json.loads(table[0]["failures"])["1"]
+    report = _run([sys.executable, "-m", "fedcompress.cli", "report", str(out)])  # a run folder, not a sweep
+    assert "report.md" in report.stdout and (out / "plots" / "rounds.png").stat().st_size > 10_000
+    assert "| 5 |" in (out / "report.md").read_text()
 
 
 def test_killed_server_resumes_to_the_same_weights(tmp_path):

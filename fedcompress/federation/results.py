@@ -3,22 +3,26 @@
 ``result.json`` keys: ``config`` (every setting, resolved), ``rounds`` (one entry per round with at least
 round, psnr, ssim, loss, uplink_bytes, downlink_bytes, dense_uplink_bytes, clients_ok, clients_failed, seconds),
 ``final`` (psnr, ssim, uplink_bytes, downlink_bytes, compression_ratio, ...), ``privacy`` (the ledger),
-``status`` and ``weights`` (file name of the final model, tensors only).
+``status`` and ``weights`` (file name of the final model, tensors only). ``rounds.csv`` beside it holds the
+rounds as a flat table (one row per round, one column per key; ``pandas.read_csv`` loads it).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from fedcompress.files import atomic_write_json
+from fedcompress.files import atomic_write_json, atomic_write_text
 
-__all__ = ["RESULT_FILE", "RunRecorder", "format_table", "read_result"]
+__all__ = ["RESULT_FILE", "ROUNDS_FILE", "RunRecorder", "format_table", "read_result", "rounds_csv"]
 
 RESULT_FILE = "result.json"
+ROUNDS_FILE = "rounds.csv"
 log = logging.getLogger("fedcompress")
 
 
@@ -109,7 +113,24 @@ class RunRecorder:
             **(extra or {}),
         }
         atomic_write_json(self.out_dir / RESULT_FILE, result)
+        atomic_write_text(self.out_dir / ROUNDS_FILE, rounds_csv(self.rounds))
         return result
+
+
+def rounds_csv(rows: list[dict[str, Any]]) -> str:
+    """The rounds as CSV: a column per key in first-seen order; nested values (failures, guarded) as JSON."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(
+            [
+                "" if row.get(k) is None else json.dumps(row[k]) if isinstance(row[k], dict | list) else row[k]
+                for k in columns
+            ]
+        )
+    return out.getvalue()
 
 
 def read_result(run_dir: str | Path) -> dict[str, Any]:
