@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import parse_overrides
+from simulations.plots import bytes_axis, legend_outside, min_span
 from simulations.store import latest_records, read_records
 
 __all__ = ["front_rows", "main", "write_front"]
@@ -116,10 +117,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # Agg: simulations.plots (imported above) selects it
 
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -147,12 +145,13 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     if floor is not None:
         ax.axhline(floor, color="0.5", linestyle=":", label="noisy input (do nothing)")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _human_bytes(v)))
+    bytes_axis(ax.xaxis)
+    min_span(ax)
     ax.set_xlabel("total uplink bytes over the run (log scale)")
     ax.set_ylabel("final test PSNR (dB)")
     ax.set_title("Compression front")
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax)
     fig.savefig(out / "front.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -164,16 +163,10 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("PSNR per round")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    min_span(ax)
+    legend_outside(ax)
     fig.savefig(out / "rounds.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-
-
-def _human_bytes(value: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if value >= size:
-            return f"{value / size:g} {unit}"
-    return f"{value:g} B"
 
 
 def write_front(store_dir: str | Path) -> list[dict[str, Any]]:

@@ -19,9 +19,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-__all__ = ["plot_convergence", "plot_pareto", "plot_psnr_vs_epsilon", "plot_psnr_vs_uplink"]
+__all__ = [
+    "bytes_axis",
+    "human_bytes",
+    "legend_outside",
+    "min_span",
+    "plot_convergence",
+    "plot_pareto",
+    "plot_psnr_vs_epsilon",
+    "plot_psnr_vs_uplink",
+]
 
 Series = Mapping[str, Any]
 _DPI = 110
@@ -34,10 +43,38 @@ def _colors(keys: Iterable[str]) -> dict[str, Any]:
 
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")  # legends outside the axes and long labels stay whole
     plt.close(fig)
     return path
+
+
+def human_bytes(value: float | None) -> str:
+    """``1.23 MB`` style: decimal units, three significant digits (``withheld`` for None)."""
+    if value is None:
+        return "withheld"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def bytes_axis(axis: Any) -> None:
+    """Label a byte axis in B/KB/MB/GB instead of powers of ten."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v)))
+
+
+def legend_outside(ax: Axes) -> None:
+    """The legend right of the axes, never over the data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def min_span(ax: Axes, db: float = 1.0) -> None:
+    """Widen the y axis to at least ``db``: a 0.02 dB difference must not fill the plot."""
+    low, high = ax.get_ylim()
+    if high - low < db:
+        middle = (low + high) / 2
+        ax.set_ylim(middle - db / 2, middle + db / 2)
 
 
 def _empty(ax: Axes, why: str) -> None:
@@ -84,8 +121,8 @@ def plot_psnr_vs_epsilon(series: Sequence[Series], path: Path) -> Path:
     ax.set_xlabel("epsilon (final, at each cell's delta)")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("PSNR vs privacy budget")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+    legend_outside(ax)
+    min_span(ax)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
@@ -110,7 +147,9 @@ def plot_psnr_vs_uplink(series: Sequence[Series], path: Path) -> Path:
             ax.annotate(s["codec"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     if usable:
         ax.set_xscale("log")
-        ax.legend(fontsize=7, loc="lower right")
+        bytes_axis(ax.xaxis)
+        legend_outside(ax)
+        min_span(ax)
     else:
         _empty(ax, "no cells with uplink bytes in the store")
     ax.set_xlabel("total uplink bytes over the run (log scale)")
@@ -121,28 +160,18 @@ def plot_psnr_vs_uplink(series: Sequence[Series], path: Path) -> Path:
 
 
 def plot_pareto(series: Sequence[Series], front: Sequence[Series], path: Path) -> Path:
-    """PSNR against uplink bytes, colour = epsilon (grey = no DP); the Pareto-optimal configurations named."""
+    """PSNR against uplink bytes, a colour per privacy setting; the Pareto-optimal configurations ringed and named."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     usable = [s for s in series if s["uplink"]]
-    private = [s for s in usable if s["epsilon"] is not None]
-    public = [s for s in usable if s["epsilon"] is None]
-    if private:
-        points = ax.scatter(
-            [s["uplink"] for s in private],
-            [s["psnr"] for s in private],
-            c=[math.log10(max(s["epsilon"], 1e-6)) for s in private],
-            cmap="viridis",
-            s=40,
-        )
-        fig.colorbar(points, ax=ax, label="log10 epsilon")
-    if public:
+    colors = _colors([s["privacy"] for s in usable])
+    for name, group in _groups(usable, "privacy").items():
         ax.scatter(
-            [s["uplink"] for s in public],
-            [s["psnr"] for s in public],
-            c="0.6",
-            marker="s",
+            [s["uplink"] for s in group],
+            [s["psnr"] for s in group],
+            color=colors[name],
+            marker="s" if group[0]["epsilon"] is None else "o",
             s=40,
-            label="no DP (epsilon = inf)",
+            label=name,
         )
     on_front = [s for s in front if s["uplink"]]
     ax.scatter(
@@ -158,12 +187,14 @@ def plot_pareto(series: Sequence[Series], front: Sequence[Series], path: Path) -
         ax.annotate(s["short"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(4, -8), textcoords="offset points")
     if usable:
         ax.set_xscale("log")
-        ax.legend(fontsize=7, loc="lower right")
+        bytes_axis(ax.xaxis)
+        legend_outside(ax)
+        min_span(ax)
     else:
         _empty(ax, "no finished cells in the store")
     ax.set_xlabel("total uplink bytes (log scale)")
     ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("Pareto front over PSNR, epsilon and bandwidth")
+    ax.set_title("Which configurations are worth running: higher PSNR, smaller epsilon, fewer bytes")
     ax.grid(True, alpha=0.3, which="both")
     return _save(fig, path)
 
@@ -178,7 +209,8 @@ def plot_convergence(series: Sequence[Series], path: Path) -> Path:
             ax.plot([r for r, _ in rounds], [p for _, p in rounds], marker=".", label=s["short"])
             drawn += 1
     if drawn:
-        ax.legend(fontsize=7, loc="best")
+        legend_outside(ax)
+        min_span(ax)
     else:
         _empty(ax, "no per-round results in the store")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -231,7 +263,7 @@ def plot_leakage_vs_epsilon(rows: Sequence[Series], path: Path) -> Path:
         ax.set_xscale("log")
         ax.axvline(no_dp_x / 2, color="0.8", linewidth=1)
         ax.text(no_dp_x, ax.get_ylim()[1], "no DP", ha="center", va="bottom", fontsize=8, color="0.4")
-        ax.legend(fontsize=7, loc="best")
+        legend_outside(ax)
     ax.set_xlabel("epsilon (sample-level, at the audit's delta)")
     ax.set_ylabel("attack PSNR (dB), higher = more leakage")
     ax.set_title("Measured leakage vs privacy budget")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.federation.results import RESULT_FILE, ROUNDS_FILE, read_result
+from simulations.plots import bytes_axis, human_bytes, legend_outside, min_span
 
 __all__ = ["render_run_report"]
 
@@ -34,38 +35,23 @@ _SHOWN = (
 )
 
 
-def human_bytes(value: float | None) -> str:
-    """``1.23 MB`` style: decimal units, three significant digits."""
-    if value is None:
-        return "withheld"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(value) >= size:
-            return f"{value / size:.3g} {unit}"
-    return f"{value:.0f} B"
-
-
 def _plot(rounds: Sequence[Mapping[str, Any]], noisy: float | None, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    import matplotlib.pyplot as plt  # Agg: simulations.plots selects it
+    from matplotlib.ticker import MaxNLocator
 
     numbers = [r["round"] for r in rounds]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
     top.plot(numbers, [r["psnr"] for r in rounds], marker="o", label="global model")
     if noisy is not None:
         top.axhline(noisy, color="0.5", linestyle=":", label="noisy input (do nothing)")
-    low = min([r["psnr"] for r in rounds] + ([noisy] if noisy is not None else []))
-    high = max(r["psnr"] for r in rounds)
-    top.set_ylim(low - max(0.5, 0.1 * (high - low)), high + max(0.5, 0.1 * (high - low)))  # 0.02 dB is not a cliff
+    min_span(top)
     top.set_ylabel("test PSNR (dB)")
     top.grid(True, alpha=0.3)
-    top.legend(fontsize=8, loc="best")
+    legend_outside(top)
     uplink = [r.get("uplink_bytes") for r in rounds]
     if all(u is not None for u in uplink):
         bottom.bar(numbers, uplink, color="tab:orange")
-        bottom.yaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v)))
+        bytes_axis(bottom.yaxis)
     else:
         bottom.text(
             0.5,
