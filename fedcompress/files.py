@@ -81,8 +81,8 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None
     data : bytes
         The whole new content.
     mode : int, optional
-        Permission bits of the new file, set before any byte is written (for secrets: ``0o600``). By default the
-        file is readable and writable by its owner only (``mkstemp``'s 0600).
+        Permission bits of the new file, set before any byte is written (for secrets: ``0o600``). By default
+        those of a file made by ``open()``: 0666 less the umask, like every other output of a run.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,8 +92,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None
         _IN_FLIGHT.add(tmp)
     try:
         with os.fdopen(fd, "wb") as handle:
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)
+            os.fchmod(handle.fileno(), _default_mode() if mode is None else mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -105,6 +104,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int | None = None
         with _IN_FLIGHT_LOCK:
             _IN_FLIGHT.discard(tmp)
     _fsync_folder(path.parent)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0o022)  # read and restore: the only portable way to learn it
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -9,10 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedcompress import files
 from fedcompress.errors import RunError
+from fedcompress.federation.client_state import ROUND_KEY, save_state_to_disk
 from fedcompress.files import FolderLock, atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +122,16 @@ def test_a_lock_dies_with_a_killed_holder(tmp_path):
     holder.wait()
     with FolderLock(tmp_path):  # no stale lock: the kernel released it with the process
         pass
+
+
+def test_outputs_get_the_umask_modes_and_secrets_stay_owner_only(tmp_path):
+    plain = tmp_path / "result.json"
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(plain, b"{}")
+        save_state_to_disk(tmp_path, 0, {ROUND_KEY: np.array(1), "codec/residual": np.zeros(3)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o644  # like report.md and every other output of a run
+    (state_file,) = (tmp_path / "client-state" / "partition-0").glob("*.npz")
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600  # a site's residuals and accountant

@@ -41,7 +41,8 @@ def save_state_to_disk(root: Path, partition_id: int, state: Mapping[str, np.nda
     folder = _folder(root, partition_id)
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v) for k, v in state.items()})  # type: ignore[arg-type]
-    atomic_write_bytes(folder / f"round-{state_round(state):06d}.npz", buffer.getvalue())
+    # The site's own: error-feedback residuals of raw updates, its accountant, the release it sent. Owner only.
+    atomic_write_bytes(folder / f"round-{state_round(state):06d}.npz", buffer.getvalue(), mode=0o600)
     for old in sorted(folder.glob("round-*.npz"))[:-_KEEP]:
         old.unlink(missing_ok=True)
 
