@@ -16,7 +16,11 @@ from typing import Any
 
 from fedcompress.errors import ConfigError
 
-__all__ = ["RunConfig", "load_config_file", "parse_overrides", "toml_document", "toml_value"]
+__all__ = ["DP_KEEP_WHOLE", "RunConfig", "load_config_file", "parse_overrides", "toml_document", "toml_value"]
+
+# ``dp-keep`` keeps every tensor of at most this many values whole (biases, norms, the output head): about 2% of
+# the default U-Net's values that carried 95% of a measured update's energy (head bias and weight alone).
+DP_KEEP_WHOLE = 64
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "client_sampling": ("fixed", "poisson"),
@@ -181,7 +185,7 @@ class RunConfig:
 
         spec = parse_spec(self.codec)
         tail = [stage.spec() for stage in (spec.quantizer, spec.entropy) if stage is not None]
-        return "+".join([f"randk:{self.dp_keep:g}", *tail])
+        return "+".join([f"randk:{self.dp_keep:g}:whole={DP_KEEP_WHOLE}", *tail])
 
     @property
     def delta_population(self) -> tuple[int, str]:

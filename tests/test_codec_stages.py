@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_codec_support import sample_update
 
-from fedcompress.codec import CodecError, SharedLayout, decode, encode, encode_with_stats
+from fedcompress.codec import CodecError, SharedLayout, decode, encode, encode_with_stats, parse_spec
 from fedcompress.codec.bitpack import pack_codes, packed_size, unpack_codes
 from fedcompress.codec.hadamard import fwht
 from fedcompress.codec.lowrank import LowRank, orthonormalize
@@ -339,3 +339,21 @@ def test_sign_refuses_malformed_sections() -> None:
     padded = section[:-1] + bytes([section[-1] | 0x80])
     with pytest.raises(ValueError, match="past the last"):
         Sign().decode(padded, segments)
+
+
+def test_randk_whole_keeps_small_tensors_whole_and_a_random_fraction_of_the_rest():
+    rng = np.random.default_rng(0)
+    update = {"w": rng.normal(size=(50, 20)).astype(np.float32), "b": rng.normal(size=20).astype(np.float32)}
+    stage = parse_spec("randk:0.1:whole=32").sparsifier
+    assert stage.spec() == "randk:0.1:whole=32" and stage.get_config() == {"id": "randk", "fraction": 0.1, "whole": 32}
+    assert parse_spec("randk:0.1").sparsifier.get_config() == {"id": "randk", "fraction": 0.1}  # old payloads' bytes
+    out = decode(encode(update, "randk:0.1:whole=32", seed=5))
+    np.testing.assert_array_equal(out["b"], update["b"])
+    kept = np.flatnonzero(out["w"])
+    assert kept.size == 100 and np.array_equal(out["w"].ravel()[kept], update["w"].ravel()[kept])
+    again = decode(encode({k: v * 2 for k, v in update.items()}, "randk:0.1:whole=32", seed=5))
+    assert np.array_equal(np.flatnonzero(again["w"]), kept)  # data-independent: the same mask for other values
+    with pytest.raises(ValueError, match="after 'rotate'"):
+        parse_spec("rotate+randk:0.1:whole=32")
+    with pytest.raises(ValueError, match="whole"):
+        parse_spec("randk:0.1:wholes=3")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedcompress.codec import SharedLayout, decode, encode
-from fedcompress.config import RunConfig
+from fedcompress.config import DP_KEEP_WHOLE, RunConfig
 from fedcompress.errors import ConfigError
 from fedcompress.federation import downlink
 from fedcompress.federation.aggregate import ClientUpdate, decode_updates
@@ -37,11 +37,11 @@ def test_the_mask_is_the_codecs_random_k_with_the_masks_seed():
     assert mask is not None and PublicMask.of(LOCAL.replace(dp_keep=1.0), 3) is None
     update = _update()
     restricted = mask.restrict(update)
-    sent = decode(encode(update, "randk:0.05", seed=mask.seed))
+    sent = decode(encode(update, f"randk:0.05:whole={DP_KEEP_WHOLE}", seed=mask.seed))
     assert all(np.array_equal(sent[k], restricted[k]) for k in update)
     assert PublicMask.of(LOCAL, 4) != mask  # a fresh mask every round, the same for every client
-    flat, _ = flatten(restricted)
-    assert np.count_nonzero(flat) == round(0.05 * flat.size)
+    assert np.array_equal(restricted["conv.bias"], update["conv.bias"].astype(np.float32))  # small: kept whole
+    assert np.count_nonzero(restricted["conv.weight"]) == round(0.05 * update["conv.weight"].size)
 
 
 def test_local_noise_goes_on_the_kept_coordinates_only_and_only_they_travel():
@@ -54,7 +54,7 @@ def test_local_noise_goes_on_the_kept_coordinates_only_and_only_they_travel():
         [ClientUpdate(i, p, {}) for i, p in enumerate(payloads)], reference, weight_cap=None, layout=layout
     )
     assert decoded.failures == {}
-    kept = PublicMask.of(LOCAL, 1).indices(sum(v.size for v in reference.values()))
+    kept = PublicMask.of(LOCAL, 1).indices([v.size for v in reference.values()])
     for _, update, _ in decoded.updates:
         flat, _ = flatten(update)
         outside = np.ones(flat.size, dtype=bool)
@@ -81,7 +81,7 @@ def test_the_server_restricts_every_update_to_the_mask_and_central_noise_stays_o
     hostile = {k: np.full_like(v, 100.0) for k, v in reference.items()}  # writes everywhere, far past the clip
     out = mechanism.aggregate([hostile], [1.0], server_round=2, reference=reference)
     flat, _ = flatten(out)
-    kept = PublicMask.of(cfg, 2).indices(flat.size)
+    kept = PublicMask.of(cfg, 2).indices([v.size for v in reference.values()])
     outside = np.ones(flat.size, dtype=bool)
     outside[kept] = False
     assert not flat[outside].any() and flat[kept].all()
@@ -89,7 +89,7 @@ def test_the_server_restricts_every_update_to_the_mask_and_central_noise_stays_o
     assert np.abs(flat[kept]).max() < 1.0
     local = server_mechanism(LOCAL)
     restricted = local.aggregate([hostile], [1.0], server_round=2, reference=reference)
-    assert np.count_nonzero(flatten(restricted)[0]) == round(0.05 * flat.size)
+    assert np.count_nonzero(flatten(restricted)[0]) == 8 + round(0.05 * 288)  # the bias whole, 5% of the weight
 
 
 @pytest.mark.parametrize(
@@ -108,8 +108,8 @@ def test_dp_keep_is_refused_where_it_would_not_hold(changes, message):
 
 
 def test_the_uplink_codec_is_the_mask_then_the_codecs_quantizer_and_entropy_stages():
-    assert LOCAL.uplink_codec == "randk:0.05+q:8:block=256+zstd:3"
-    assert LOCAL.replace(codec="none").uplink_codec == "randk:0.05"
+    assert LOCAL.uplink_codec == "randk:0.05:whole=64+q:8:block=256+zstd:3"
+    assert LOCAL.replace(codec="none").uplink_codec == "randk:0.05:whole=64"
     assert RunConfig().uplink_codec == RunConfig().codec == "balanced"
 
 
@@ -121,7 +121,7 @@ def test_sample_level_trains_only_the_rounds_mask_and_sends_only_it():
     decoded = decode_updates([ClientUpdate(0, payload, {})], reference, weight_cap=None, layout=layout)
     assert decoded.failures == {}
     flat, _ = flatten(decoded.updates[0][1])
-    kept = PublicMask.of(cfg, 2).indices(flat.size)
+    kept = PublicMask.of(cfg, 2).indices([v.size for v in reference.values()])
     outside = np.ones(flat.size, dtype=bool)
     outside[kept] = False
     assert not flat[outside].any()  # frozen: DP-SGD's noise there is discarded, nothing moved

@@ -183,7 +183,7 @@ def encode_body(
         meter.add(spec.rotation.spec(), values_in=plan.dense_total, values_out=plan.stream_total)
     indices, index_section, kept = None, b"", dense
     if sparsifier is not None:
-        indices, index_section = sparsifier.encode(dense, seed=seed)
+        indices, index_section = sparsifier.encode(dense, seed=seed, segments=plan.stream_sizes)
         kept = dense[indices]
         _measure_sparsifier(meter, sparsifier, dense, kept, index_section)
     stream = np.concatenate([*factors, kept]) if factors else kept
@@ -240,7 +240,7 @@ def decode_body(
         raise CodecError(f"values section says {values_len} bytes, but {reader.remaining} bytes remain")
     indices = None
     if spec.sparsifier is not None:
-        indices = spec.sparsifier.decode_indices(index_section, total, seed=seed)
+        indices = spec.sparsifier.decode_indices(index_section, total, seed=seed, segments=plan.stream_sizes)
     segments = plan.segments(indices)
     expected = spec.quantizer.section_size(segments[0]) if spec.quantizer else 4 * int(segments[0].sum())
     if values_len != expected:

@@ -10,6 +10,7 @@ on.
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class Sparsifier(Stage):
     """
 
     slot = 2
-    params = ("fraction",)
+    params: ClassVar[tuple[str, ...]] = ("fraction",)
 
     def __init__(self, *, fraction: float) -> None:
         self.fraction = check_fraction(self.codec_id, "fraction", fraction)
@@ -54,11 +55,16 @@ class Sparsifier(Stage):
         return min(size, max(1, round(self.fraction * size)))
 
     @abstractmethod
-    def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
-        """Choose the kept entries of a flat vector: sorted int64 indices, and the index section to send."""
+    def encode(self, values: np.ndarray, *, seed: int, segments: np.ndarray | None = None) -> tuple[np.ndarray, bytes]:
+        """Choose the kept entries of a flat vector: sorted int64 indices, and the index section to send.
+
+        ``segments``: the sizes of the stream's tensors (or rotated chunks), in order (None: one segment).
+        """
 
     @abstractmethod
-    def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
+    def decode_indices(
+        self, section: bytes | memoryview, size: int, *, seed: int, segments: np.ndarray | None = None
+    ) -> np.ndarray:
         """Sorted indices of the kept entries, from the index section (``ValueError`` if it is malformed)."""
 
     @staticmethod

@@ -28,13 +28,15 @@ class TopK(Sparsifier):
         """False: which entries are kept depends on the data."""
         return False
 
-    def encode(self, values: np.ndarray, *, seed: int) -> tuple[np.ndarray, bytes]:
-        """Indices of the ``k`` largest magnitudes, sorted, and their compact encoding."""
+    def encode(self, values: np.ndarray, *, seed: int, segments: np.ndarray | None = None) -> tuple[np.ndarray, bytes]:
+        """Indices of the ``k`` largest magnitudes over the whole stream, sorted, and their compact encoding."""
         size, keep = values.size, self.count(values.size)
         indices = np.arange(size, dtype=np.int64) if keep == size else largest_indices(np.abs(values), keep)
         return indices, encode_indices(indices, size)
 
-    def decode_indices(self, section: bytes | memoryview, size: int, *, seed: int) -> np.ndarray:
+    def decode_indices(
+        self, section: bytes | memoryview, size: int, *, seed: int, segments: np.ndarray | None = None
+    ) -> np.ndarray:
         """Parse the index section written by :func:`encode_indices`."""
         return decode_indices(section, self.count(size), size)
 
