@@ -33,6 +33,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "aggregation": ("mean", "trimmed-mean", "median", "norm-clip"),
     "guard": ("reject", "clip", "off"),
     "codec_framing": ("self-describing", "compact"),
+    "server_optimizer": ("sgd", "adam"),
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -88,6 +89,7 @@ class RunConfig:
     momentum: float = 0.9
     server_lr: float = 1.0
     server_momentum: float = 0.0
+    server_optimizer: str = "sgd"
     codec: str = "balanced"
     downlink_codec: str = "none"
     codec_framing: str = "self-describing"

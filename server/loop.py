@@ -85,7 +85,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     for line in mechanism.start_lines():
         print(line, flush=True)
     evaluator = Evaluator(cfg)
-    optimizer = ServerOptimizer(lr=cfg.server_lr, momentum=cfg.server_momentum)
+    optimizer = ServerOptimizer(lr=cfg.server_lr, momentum=cfg.server_momentum, kind=cfg.server_optimizer)
     weights = initial_weights(cfg)
     recorder = RunRecorder(out, cfg.to_dict() | {"out-dir": str(out)})
     ledger = PrivacyLedger()

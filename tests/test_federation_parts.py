@@ -114,3 +114,19 @@ def test_checkpoint_round_trip_and_refusal(tmp_path):
         load_arrays(tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError):
         load_arrays(tmp_path / "missing.pt")
+
+
+def test_fedadam_steps_by_the_papers_rule_and_resumes_from_its_state():
+    w = {"a": np.zeros(3, dtype=np.float32)}
+    d = {"a": np.array([0.1, -0.2, 0.0], dtype=np.float32)}
+    opt = ServerOptimizer(lr=0.01, kind="adam")  # b1 0.9 (momentum 0), b2 0.99, tau 1e-3
+    m, v = 0.1 * d["a"], 0.01 * d["a"] ** 2
+    expected = 0.01 * m / (np.sqrt(v) + 1e-3)
+    w1 = opt.step(w, d)
+    np.testing.assert_allclose(w1["a"], expected, rtol=1e-5)
+    assert abs(float(w1["a"][0])) < 0.011  # a step per coordinate of about lr, whatever the delta's scale
+    clone = ServerOptimizer(lr=0.01, kind="adam")
+    clone.load_state_dict(opt.state_dict())
+    np.testing.assert_array_equal(clone.step(w1, d)["a"], opt.step(w1, d)["a"])
+    with pytest.raises(ValueError, match="adam"):
+        ServerOptimizer(kind="rmsprop")
