@@ -156,11 +156,18 @@ def record_problem(record: Mapping[str, Any], config_types: Mapping[str, _Kind] 
 
 
 def _hashed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in sorted(config.items()) if k not in _NOT_HASHED}
+    defaults = RunConfig().to_dict()
+    return {
+        k: v for k, v in sorted(config.items()) if k not in _NOT_HASHED and not (k in defaults and v == defaults[k])
+    }
 
 
 def cell_id(runner: str, config: Mapping[str, Any]) -> str:
-    """Stable 12-hex-digit id of a cell: SHA-256 of the runner and the settings (minus out-dir, resume)."""
+    """Stable 12-hex-digit id of a cell: SHA-256 of the runner and the settings that differ from the defaults.
+
+    Settings at their default (and out-dir, resume) are left out, so a new setting with a default does not change
+    the id of any cell: a store written before it still knows which cells are done.
+    """
     blob = json.dumps({"runner": runner, "config": _hashed_settings(config)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -285,10 +292,15 @@ def read_records(
 
 
 def latest_records(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last record of each cell, keyed by cell id, in order of first appearance."""
+    """The last record of each cell, keyed by cell id, in order of first appearance.
+
+    The id is recomputed from the record's runner and settings (:func:`cell_id`), so records written under an
+    older id scheme, or before a setting existed, still match their cell; ``record["cell"]`` keeps naming the
+    cell's folder.
+    """
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        latest[record["cell"]] = dict(record)
+        latest[cell_id(record["runner"], record["config"])] = dict(record)
     return latest
 
 

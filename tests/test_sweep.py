@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
 from simulations import store
 from simulations.sweep import SweepRunner, load_grid
@@ -460,3 +461,15 @@ def test_cells_run_with_single_threaded_blas_unless_the_user_says_otherwise(tmp_
     )
     SweepRunner(sweep, tmp_path / "out", command=lambda d: [sys.executable, "-c", probe, str(d)]).run()
     assert (tmp_path / "out" / "cells" / sweep.cells[0].id / "env.txt").read_text() == "13"
+
+
+def test_a_store_written_before_a_setting_existed_still_knows_its_cells():
+    from simulations.store import cell_id, latest_records
+
+    config = RunConfig(codec="ultra", seed=3).to_dict()
+    older = {k: v for k, v in config.items() if k not in ("server-optimizer", "dp-keep")}  # before those settings
+    record = {"cell": "0123456789ab", "runner": "simulate", "config": older, "status": "ok"}
+    latest = latest_records([record])
+    assert list(latest) == [cell_id("simulate", config)]  # the cell a grid builds today
+    assert latest[cell_id("simulate", config)]["cell"] == "0123456789ab"  # its folder keeps its old name
+    assert cell_id("simulate", config) != cell_id("simulate", RunConfig(codec="ultra", seed=4).to_dict())
