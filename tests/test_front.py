@@ -57,22 +57,15 @@ def test_the_front_files_load_and_the_plots_decode(folder):
         assert image.shape[0] > 200 and image.std() > 0.01
 
 
+def _front_report(folder: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(folder)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
 def test_the_cli_writes_the_front_from_a_store_and_refuses_an_empty_folder(folder, tmp_path):
-    ok = subprocess.run(
-        [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    ok = _front_report(folder)
     assert ok.returncode == 0, ok.stderr
     assert "front.md" in ok.stdout
-    empty = subprocess.run(
-        [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    empty = _front_report(tmp_path)
     assert empty.returncode == 2 and "no completed cells" in empty.stderr
     assert "Traceback" not in empty.stderr
