@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from fedcompress.federation.weights import initial_weights, save_arrays
 from fedcompress.privacy import PrivacyLedger, check_order
 from fedcompress.privacy.mechanisms import ServerMechanism, server_mechanism
 from server.records import payload_record
+from server.replies import send_and_collect
 from server.strategy import CompressedFedAvg, RoundOutcome
 
 __all__ = ["WEIGHTS_FILE", "run_server"]
@@ -136,7 +138,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         messages = list(strategy.configure_train(server_round, payload_record(payload), config, grid))
         mechanism.charge(selected)  # a client that is sent work spends budget, whatever happens next
         save_privacy_state(out, server_round, mechanism.state_dict())
-        replies = grid.send_and_receive(messages, timeout=cfg.round_timeout) if messages else []
+        replies = send_and_collect(grid, messages, timeout=cfg.round_timeout, progress=_progress(server_round))
         # --- decode, aggregate, step -----------------------------------------------------------------
         outcome = strategy.aggregate_replies(server_round, replies)
         mechanism.check_reported(outcome.client_metrics)
@@ -190,6 +192,13 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
 
 #: Settings a resumed run may change: they do not shape what was already computed.
 RESUMABLE = ("num-rounds", "round-timeout", "resume", "out-dir", "distill", "student-width", "max-epsilon")
+
+
+def _progress(server_round: int) -> Callable[[int, int, float], None]:
+    def report(received: int, sent: int, elapsed: float) -> None:
+        print(f"[round {server_round}] {received}/{sent} clients replied, {elapsed:.0f} s", flush=True)
+
+    return report
 
 
 def _check_same_run(cfg: RunConfig, saved: dict[str, Any] | None, out: Path) -> None:

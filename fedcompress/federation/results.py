@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ class RunRecorder:
         self.rounds: list[dict[str, Any]] = list(rounds or [])
         self.baseline: dict[str, Any] = {}
         self.privacy: dict[str, Any] = {}
-        self.started = time.monotonic()
         self._first_round_this_process: int | None = None
 
     def record_round(self, row: dict[str, Any], total_rounds: int) -> None:
@@ -57,9 +55,9 @@ class RunRecorder:
         self.rounds.append(row)
         if self._first_round_this_process is None:
             self._first_round_this_process = row["round"]
-        done_here = row["round"] - self._first_round_this_process + 1
-        per_round = (time.monotonic() - self.started) / max(done_here, 1)
-        eta = per_round * (total_rounds - row["round"])
+        # The rounds' own durations: start-up (Ray, the handshake) and a resumed run's earlier rounds are not rounds.
+        here = [r["seconds"] for r in self.rounds if r["round"] >= self._first_round_this_process]
+        eta = sum(here) / len(here) * (total_rounds - row["round"])
         eps = f" eps={row['epsilon']:.3g}" if row.get("epsilon") is not None else ""
         print(
             f"[round {row['round']}/{total_rounds}] psnr={row['psnr']:.2f} dB ssim={row['ssim']:.3f} "
