@@ -196,7 +196,7 @@ RESUMABLE = ("num-rounds", "round-timeout", "resume", "out-dir", "distill", "stu
 
 def _progress(server_round: int) -> Callable[[int, int, float], None]:
     def report(received: int, sent: int, elapsed: float) -> None:
-        print(f"[round {server_round}] {received}/{sent} clients replied, {elapsed:.0f} s", flush=True)
+        print(f"round {server_round}: {received}/{sent} clients replied, {elapsed:.0f} s", flush=True)
 
     return report
 
