@@ -92,7 +92,13 @@ def render_run_report(run_dir: str | Path) -> Path:
         f"Final PSNR **{final['psnr']:.2f} dB** (noisy input {_fmt(final.get('psnr_initial'), '.2f')} dB), SSIM "
         f"{final['ssim']:.3f}; uplink {human_bytes(final.get('uplink_bytes'))} in all"
         + (f", {ratio:.1f}x fewer bytes than float32" if ratio else "")
-        + f". Per-round numbers: `{ROUNDS_FILE}`; everything: `{RESULT_FILE}`.",
+        + f". Per-round numbers: `{ROUNDS_FILE}`; everything: `{RESULT_FILE}`."
+        + (
+            f" On real CT/MR patches (pydicom's test slices, never trained on): {final['real_psnr']:.2f} dB, "
+            f"noisy input {final['real_psnr_noisy']:.2f} dB."
+            if final.get("real_psnr") is not None
+            else ""
+        ),
         "",
         f"![rounds]({figure.relative_to(run_dir).as_posix()})",
         "",

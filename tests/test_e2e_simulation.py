@@ -58,11 +58,12 @@ def test_misbehaving_clients_are_counted_and_the_run_completes(tmp_path):
     assert last["psnr"] == rounds[3]["psnr"]  # skipped round leaves the model unchanged
     assert result["final"]["psnr"] > result["baseline"]["psnr"]
     assert result["final"]["uplink_bytes"] == sum(r["uplink_bytes"] for r in rounds)
+    assert result["final"]["real_psnr"] is not None and all("real_psnr" in r for r in rounds)  # real CT/MR too
     with open(out / "rounds.csv", newline="") as f:  # one flat row per round: what pandas.read_csv loads
         table = list(csv.DictReader(f))
-    assert [int(r["round"]) for r in table] == [1, 2, 3, 4, 5]
-    assert [float(r["psnr"]) for r in table] == [r["psnr"] for r in rounds]
-    assert "injected crash" in json.loads(table[0]["failures"])["1"]
+    assert [int(r["round"]) for r in table] == [0, 1, 2, 3, 4, 5]  # round 0: the untrained model
+    assert [float(r["psnr"]) for r in table] == [result["baseline"]["psnr"]] + [r["psnr"] for r in rounds]
+    assert "injected crash" in json.loads(table[1]["failures"])["1"]
     report = _run([sys.executable, "-m", "fedcompress.cli", "report", str(out)])  # a run folder, not a sweep
     assert "report.md" in report.stdout and (out / "plots" / "rounds.png").stat().st_size > 10_000
     assert "| 5 |" in (out / "report.md").read_text()

@@ -4,7 +4,8 @@
 round, psnr, ssim, loss, uplink_bytes, downlink_bytes, dense_uplink_bytes, clients_ok, clients_failed, seconds),
 ``final`` (psnr, ssim, uplink_bytes, downlink_bytes, compression_ratio, ...), ``privacy`` (the ledger),
 ``status`` and ``weights`` (file name of the final model, tensors only). ``rounds.csv`` beside it holds the
-rounds as a flat table (one row per round, one column per key; ``pandas.read_csv`` loads it).
+rounds as a flat table (round 0 is the untrained model, then one row per round, one column per key;
+``pandas.read_csv`` loads it).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class RunRecorder:
             "ssim": last.get("ssim"),
             "loss": last.get("loss"),
             "psnr_initial": self.baseline.get("psnr"),
+            "real_psnr": last.get("real_psnr"),
+            "real_psnr_noisy": self.baseline.get("real_psnr_noisy"),
             "uplink_bytes": up,
             "dense_uplink_bytes": dense,
             "downlink_bytes": down,
@@ -111,7 +114,9 @@ class RunRecorder:
             **(extra or {}),
         }
         atomic_write_json(self.out_dir / RESULT_FILE, result)
-        atomic_write_text(self.out_dir / ROUNDS_FILE, rounds_csv(self.rounds))
+        atomic_write_text(
+            self.out_dir / ROUNDS_FILE, rounds_csv([self.baseline, *self.rounds] if self.baseline else self.rounds)
+        )
         return result
 
 
@@ -164,6 +169,11 @@ def format_table(result: dict[str, Any]) -> str:
         f"final: psnr {f['psnr']:.2f} dB (start {f['psnr_initial']:.2f}), ssim {f['ssim']:.3f}, "
         f"{uplink}, {f['rounds_completed']} rounds completed{failures}"
     )
+    if f.get("real_psnr") is not None:
+        lines.append(
+            f"real CT/MR patches (pydicom's test slices, never trained on): psnr {f['real_psnr']:.2f} dB "
+            f"(noisy input {f['real_psnr_noisy']:.2f})"
+        )
     if result.get("privacy", {}).get("summary"):
         lines.append("privacy: " + result["privacy"]["summary"])
     return "\n".join(lines)
