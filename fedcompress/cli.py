@@ -36,7 +36,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.simulate import simulate
 
     cfg = build_config(args.config, args.set, args.out)
-    result = simulate(cfg, cpus_per_client=args.cpus_per_client, quiet=not args.verbose)
+    result = simulate(
+        cfg, cpus_per_client=args.cpus_per_client, gpus_per_client=args.gpus_per_client, quiet=not args.verbose
+    )
     return 0 if result["status"] in ("completed", "budget_exhausted") else 1
 
 
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_run_options(simulate)
     simulate.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per virtual client")
+    simulate.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="Ray GPUs per virtual client (with device auto or cuda)"
+    )
     simulate.add_argument("--verbose", action="store_true", help="show Flower's own logs")
     simulate.set_defaults(func=_cmd_simulate)
 

@@ -34,6 +34,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "guard": ("reject", "clip", "off"),
     "codec_framing": ("self-describing", "compact"),
     "server_optimizer": ("sgd", "adam"),
+    "device": ("auto", "cpu", "cuda"),
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -103,6 +104,7 @@ class RunConfig:
     non_iid: float = 0.5
     model: str = "unet"
     width: int = 16
+    device: str = "auto"
     dp: str = "none"
     dp_noise: str = "local"
     pre_noise: str = ""

@@ -41,6 +41,7 @@ DOCS: Mapping[str, str] = {
     "non-iid": "0 = sites alike, 1 = each site its own scanner (noise, contrast, phantom mix)",
     "model": "denoiser family",
     "width": "model width (channels of the first block)",
+    "device": "auto (CUDA when this process sees it), cpu or cuda; simulation clients need --gpus-per-client",
     "dp": "none, sample (DP-SGD per record) or client (whole update per site)",
     "dp-noise": "client-level DP: local (clients noise; untrusted server) or central (trusted server noises)",
     "pre-noise": "client-level local DP: data-independent stages before the noise (randk:F, q:B:range=R)",

@@ -31,7 +31,9 @@ def default_out_dir() -> Path:
     return (Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")).resolve()
 
 
-def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True) -> dict[str, Any]:
+def simulate(
+    cfg: RunConfig, *, cpus_per_client: float = 1.0, gpus_per_client: float = 0.0, quiet: bool = True
+) -> dict[str, Any]:
     """Run ``cfg`` with ``num-clients`` virtual SuperNodes and return the parsed ``result.json``.
 
     Parameters
@@ -40,6 +42,8 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
         The run; an empty ``out-dir`` becomes a fresh folder under ./runs.
     cpus_per_client : float
         Ray CPUs per virtual client (fractions allowed); on 2 cores, 1 gives two clients at a time.
+    gpus_per_client : float
+        Ray GPUs per virtual client (0.5: two clients share one GPU); 0 hides GPUs from clients.
     quiet : bool
         Hide Flower's and Ray's INFO logs (our progress lines still print).
     """
@@ -50,7 +54,14 @@ def simulate(cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
     cfg = cfg.replace(out_dir=str(out))
     # Only this harness may opt clients in to noise from the public seed (``dp-randomness = "seeded"``).
     client_app = build_client_app(allow_seeded_noise=cfg.dp_randomness == "seeded", state_dir=out)
-    result = run_apps(build_server_app(cfg), client_app, cfg, cpus_per_client=cpus_per_client, quiet=quiet)
+    result = run_apps(
+        build_server_app(cfg),
+        client_app,
+        cfg,
+        cpus_per_client=cpus_per_client,
+        gpus_per_client=gpus_per_client,
+        quiet=quiet,
+    )
     if result["status"] == "running":
         raise RunError(f"the simulation stopped before finishing (status 'running' in {out / 'result.json'})")
     return result
@@ -132,7 +143,13 @@ def _quiet_engine(quiet: bool) -> Iterator[None]:
 
 
 def run_apps(
-    server_app: Any, client_app: Any, cfg: RunConfig, *, cpus_per_client: float = 1.0, quiet: bool = True
+    server_app: Any,
+    client_app: Any,
+    cfg: RunConfig,
+    *,
+    cpus_per_client: float = 1.0,
+    gpus_per_client: float = 0.0,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Run a ServerApp and a ClientApp on ``num-clients`` virtual SuperNodes; return ``cfg.out_dir``'s result.
 
@@ -160,7 +177,7 @@ def run_apps(
                 client_app=client_app,
                 num_supernodes=cfg.num_clients,
                 backend_config={
-                    "client_resources": {"num_cpus": cpus_per_client},
+                    "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
                     # Actors' own output (Flower's "Manually terminating ClientAppActor" at shutdown) only with
                     # --verbose: a failing client is reported by the server with its reason either way.
                     "init_args": {"logging_level": 30, "log_to_driver": not quiet},

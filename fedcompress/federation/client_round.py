@@ -30,6 +30,7 @@ from fedcompress.codec import CodecState, encode_with_stats
 from fedcompress.config import RunConfig
 from fedcompress.data import client_data_for
 from fedcompress.data.denoising import DenoisingSet
+from fedcompress.devices import resolve_device
 from fedcompress.federation import downlink
 from fedcompress.federation.attacks import attack_of
 from fedcompress.federation.client_state import ROUND_KEY, SavedState, state_round
@@ -104,9 +105,10 @@ def run_client_round(
     global_weights = downlink.receive(downlink_payload, cfg)
     model = build_model(cfg.model, width=cfg.width)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in global_weights.items()})
+    model.to(resolve_device(cfg.device))
     data = client_data_for(cfg, partition_id) if data is None else data
     loss = mechanism.train(model, data, server_round)
-    local = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    local = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     delta = {k: (local[k] - global_weights[k]).astype(np.float32) for k in global_weights}
     if not all(np.all(np.isfinite(v)) for v in delta.values()):
         raise FloatingPointError(f"client {partition_id}: local training diverged (NaN/Inf in the update)")

@@ -15,6 +15,7 @@ import torch
 from fedcompress.config import RunConfig
 from fedcompress.data import test_data_for
 from fedcompress.data.real import real_test_data
+from fedcompress.devices import resolve_device
 from fedcompress.models import build_model
 from fedcompress.training import evaluate
 
@@ -30,7 +31,7 @@ class Evaluator:
         self.real = real_test_data(
             image_size=cfg.image_size, seed=cfg.seed, num_partitions=cfg.num_clients, non_iid=cfg.non_iid
         )
-        self.model = build_model(cfg.model, width=cfg.width)
+        self.model = build_model(cfg.model, width=cfg.width).to(resolve_device(cfg.device))
 
     def __call__(self, weights: Mapping[str, np.ndarray]) -> dict[str, float]:
         """PSNR/SSIM/loss of ``weights`` on the test set, and PSNR/SSIM on the real patches (``real_*``)."""

@@ -70,14 +70,14 @@ class NoiseSource:
             return np.random.Generator(ChaCha(key=secrets.randbits(256), rounds=20))
         return numpy_rng(self.seed, "dp", *stream)
 
-    def torch(self, *stream: int | str) -> torch.Generator:
-        """A torch generator for one round of DP-SGD (noise and Poisson batch masks)."""
-        if not self.secret:
+    def torch(self, *stream: int | str, device: str = "cpu") -> torch.Generator:
+        """A torch generator for one round of DP-SGD (noise and Poisson batch masks) on ``device``."""
+        if not self.secret and device == "cpu":
             return torch_generator(self.seed, "dp", *stream)
         import torch
 
-        generator = torch.Generator()
-        generator.manual_seed(secrets.randbits(64))
+        generator = torch.Generator(device=device)
+        generator.manual_seed(secrets.randbits(64) if self.secret else derive_seed(self.seed, "dp", *stream, device))
         return generator
 
     def seed_for(self, *stream: int | str) -> int:

@@ -151,10 +151,13 @@ class SampleLevelDP:
         *,
         generator: torch.Generator,
         trainable: Mapping[str, torch.Tensor] | None = None,
+        noise_generator: torch.Generator | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader]:
         """Wrap model and optimizer for DP-SGD and make the Poisson loader; each step is accounted here.
 
-        ``trainable`` (``dp-keep``): a public 0/1 mask per parameter name; per-sample gradients are clipped on
+        ``noise_generator``: the noise's, on the model's device (a CUDA model needs a CUDA generator; the batch
+        masks are drawn on the CPU); None: ``generator``. ``trainable`` (``dp-keep``): a public 0/1 mask per
+        parameter name; per-sample gradients are clipped on
         the masked coordinates only and the rest never move (their noise is discarded: post-processing).
 
         ``model`` must be Opacus-compatible (GroupNorm, no BatchNorm) and ``optimizer`` built on its
@@ -179,7 +182,7 @@ class SampleLevelDP:
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.clip_norm,
             expected_batch_size=self.plan.expected_batch_size,
-            generator=generator,
+            generator=generator if noise_generator is None else noise_generator,
             secure_mode=True,
         )
         private_optimizer.attach_step_hook(self.accountant.opacus.get_optimizer_hook_fn(self.plan.sample_rate))

@@ -161,13 +161,16 @@ class SampleLevelClient(_AccountedClient):
             accountant=self.accountant,  # the client's own, persisted history: Opacus steps it
         )
         optimizer: torch.optim.Optimizer = make_optimizer(model, cfg.lr, cfg.momentum)
-        generator = self.source.torch(server_round, self.partition_id)
+        generator = self.source.torch(server_round, self.partition_id)  # batch masks: on the CPU
+        device = next(model.parameters()).device
+        noise = None if device.type == "cpu" else self.source.torch(server_round, self.partition_id, device=str(device))
         private_model, optimizer, loader = engine.make_private(
             model,
             optimizer,
             data.as_tensor_dataset(),
             generator=generator,
             trainable=_trainable(model, cfg, server_round),
+            noise_generator=noise,
         )
         loss = train_epochs(private_model, loader, optimizer, cfg.local_epochs)
         self.releases += 1
@@ -180,7 +183,8 @@ def _trainable(model: nn.Module, cfg: RunConfig, server_round: int) -> dict[str,
     if mask is None:
         return None
     ones = {name: np.ones(tuple(value.shape), dtype=np.float32) for name, value in model.state_dict().items()}
-    return {name: torch.from_numpy(value) for name, value in mask.restrict(ones).items()}
+    device = next(model.parameters()).device
+    return {name: torch.from_numpy(value).to(device) for name, value in mask.restrict(ones).items()}
 
 
 class LocalNoiseClient(_AccountedClient):
