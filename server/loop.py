@@ -191,7 +191,16 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
 
 
 #: Settings a resumed run may change: they do not shape what was already computed.
-RESUMABLE = ("num-rounds", "round-timeout", "resume", "out-dir", "distill", "student-width", "max-epsilon")
+RESUMABLE = (
+    "num-rounds",
+    "round-timeout",
+    "resume",
+    "out-dir",
+    "distill",
+    "student-width",
+    "max-epsilon",
+    "device",
+)
 
 
 def _progress(server_round: int) -> Callable[[int, int, float], None]:
@@ -205,10 +214,11 @@ def _check_same_run(cfg: RunConfig, saved: dict[str, Any] | None, out: Path) -> 
     """Refuse to resume a checkpoint made with other settings, naming them."""
     if saved is None:
         raise ConfigError(f"cannot resume {out}: its checkpoint records no settings (made by an older fedcompress?)")
-    now = cfg.to_dict()
-    changed = [key for key in now if key not in RESUMABLE and saved.get(key) != now[key]]
+    now, defaults = cfg.to_dict(), RunConfig().to_dict()
+    # A setting newer than the checkpoint was at its default when the checkpoint was made.
+    changed = [key for key in now if key not in RESUMABLE and saved.get(key, defaults[key]) != now[key]]
     if changed:
-        shown = ", ".join(f"{key}: {saved.get(key)!r} -> {now[key]!r}" for key in changed[:6])
+        shown = ", ".join(f"{key}: {saved.get(key, defaults[key])!r} -> {now[key]!r}" for key in changed[:6])
         raise ConfigError(
             f"cannot resume {out} with other settings ({shown}); resume with the run's settings (only "
             f"{', '.join(RESUMABLE[:3])} and similar may change) or start a new run"

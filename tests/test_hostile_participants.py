@@ -173,3 +173,10 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path):
         _check_same_run(CFG.replace(width=8, lr=0.2), saved, tmp_path)
     with pytest.raises(ConfigError, match="records no settings"):
         _check_same_run(CFG, None, tmp_path)
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_when_that_setting_is_at_its_default(tmp_path):
+    older = {k: v for k, v in CFG.to_dict().items() if k not in ("server-optimizer", "dp-keep")}
+    _check_same_run(CFG, older, tmp_path)  # those settings did not exist: they were at their defaults
+    with pytest.raises(ConfigError, match="server-optimizer: 'sgd' -> 'adam'"):
+        _check_same_run(CFG.replace(server_optimizer="adam"), older, tmp_path)
