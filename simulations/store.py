@@ -178,8 +178,9 @@ def series_key(runner: str, config: Mapping[str, Any]) -> str:
 
 
 def _config_of(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting of a cell as a record keeps it (all of them, defaults included; not out-dir or resume)."""
     values = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
-    return _hashed_settings(values)
+    return {k: v for k, v in sorted(values.items()) if k not in _NOT_HASHED}
 
 
 def _identity(cell: Mapping[str, Any]) -> dict[str, Any]:

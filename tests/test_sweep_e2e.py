@@ -128,3 +128,28 @@ def test_the_report_renders_from_the_real_store(swept):
     assert "## Measured leakage vs epsilon" in text and (out / "plots" / "leakage.png").is_file()
     for png in (out / "plots").glob("*.png"):
         assert png.stat().st_size > 1000
+
+
+def test_the_python_example_runs_a_sweep_without_cli_or_toml_and_plots_it(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulations.example_sweep",
+            "--out",
+            str(tmp_path),
+            "--codecs",
+            "ultra",
+            "--rounds",
+            "1",
+            "--quick",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "codec=ultra dp=none: psnr" in done.stdout
+    assert (tmp_path / "psnr_vs_uplink.png").stat().st_size > 10_000
+    assert (tmp_path / "codec=ultra_dp=none" / "result.json").is_file()
