@@ -312,7 +312,10 @@ def noise_std(privacy: Mapping[str, Any]) -> float | None:
 
 
 def csv_rows(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Flat columns (identity, outcome, final_*, privacy_*, every setting) and one row per record."""
+    """Flat columns (identity, outcome, final_*, privacy_*, every setting) and one row per record.
+
+    Every column is snake_case, settings too (``num_rounds`` for ``num-rounds``), like ``rounds.csv``.
+    """
     rows: list[dict[str, Any]] = []
     setting_keys: list[str] = [k for k in RunConfig.keys() if k not in _NOT_HASHED]  # noqa: SIM118
     for record in records:
@@ -334,7 +337,7 @@ def csv_rows(records: Iterable[Mapping[str, Any]]) -> tuple[list[str], list[dict
         row.update({f"final_{k}": (record.get("final") or {}).get(k) for k in _FINAL_KEYS})
         row.update({f"privacy_{k}": privacy.get(k) for k in _PRIVACY_KEYS if k != "summary"})
         row["privacy_noise_std"] = noise_std(privacy)
-        row.update({k: record["config"].get(k) for k in setting_keys})
+        row.update({k.replace("-", "_"): record["config"].get(k) for k in setting_keys})
         rows.append(row)
     columns = list(rows[0]) if rows else []
     return columns, rows

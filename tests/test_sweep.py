@@ -244,7 +244,7 @@ def test_sweep_records_every_cell_continues_after_a_failure_and_writes_csv(tmp_p
         "privacy_steps",
         "privacy_accountant",
         "privacy_noise_std",
-        "target-epsilon",
+        "target_epsilon",  # settings in snake_case like every other column
         "codec",
         "seed",
     ):
