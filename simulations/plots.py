@@ -116,6 +116,10 @@ def plot_psnr_vs_epsilon(series: Sequence[Series], path: Path) -> Path:
         )
     if private:
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.5, 1, 2, 8 rather than 10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
     else:
         _empty(ax, "no private cells in the store")
     ax.set_xlabel("epsilon (final, at each cell's delta)")
@@ -160,42 +164,44 @@ def plot_psnr_vs_uplink(series: Sequence[Series], path: Path) -> Path:
 
 
 def plot_pareto(series: Sequence[Series], front: Sequence[Series], path: Path) -> Path:
-    """PSNR against uplink bytes, a colour per privacy setting; the Pareto-optimal configurations ringed and named."""
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    """PSNR vs uplink bytes in small multiples: one panel per privacy setting, no DP as a grey reference in each.
+
+    Read a panel as "at this epsilon, what does each codec cost and keep"; configurations on the Pareto front
+    over (PSNR, epsilon, bytes) are ringed in red.
+    """
     usable = [s for s in series if s["uplink"]]
-    colors = _colors([s["privacy"] for s in usable])
-    for name, group in _groups(usable, "privacy").items():
-        ax.scatter(
-            [s["uplink"] for s in group],
-            [s["psnr"] for s in group],
-            color=colors[name],
-            marker="s" if group[0]["epsilon"] is None else "o",
-            s=40,
-            label=name,
-        )
-    on_front = [s for s in front if s["uplink"]]
-    ax.scatter(
-        [s["uplink"] for s in on_front],
-        [s["psnr"] for s in on_front],
-        facecolors="none",
-        edgecolors="red",
-        s=140,
-        linewidths=1.5,
-        label="Pareto front (PSNR, epsilon, bytes)",
+    public = sorted((s for s in usable if s["epsilon"] is None), key=lambda s: s["uplink"])
+    groups = _groups([s for s in usable if s["epsilon"] is not None], "privacy")
+    names = sorted(groups, key=lambda name: max(s["epsilon"] for s in groups[name])) or ["no DP"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), sharey=True, squeeze=False)
+    ringed = {id(s) for s in front}
+    for ax, name in zip(axes[0], names, strict=True):
+        if public:
+            ax.plot([s["uplink"] for s in public], [s["psnr"] for s in public], "s--", color="0.6", label="no DP")
+        group = sorted(groups.get(name, []), key=lambda s: s["uplink"])
+        if group:
+            ax.plot([s["uplink"] for s in group], [s["psnr"] for s in group], "o-", color="tab:blue", label=name)
+        for s in [*group, *public]:
+            if id(s) in ringed:
+                ax.scatter([s["uplink"]], [s["psnr"]], facecolors="none", edgecolors="red", s=140, linewidths=1.5)
+        for s in group or public:
+            ax.annotate(s["codec"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if not usable:
+            _empty(ax, "no finished cells in the store")
+        else:
+            ax.set_xscale("log")
+            bytes_axis(ax.xaxis)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("total uplink bytes (log scale)")
+        ax.grid(True, alpha=0.3, which="both")
+    axes[0][0].set_ylabel("test PSNR (dB)")
+    min_span(axes[0][0])
+    fig.suptitle(
+        "PSNR vs bandwidth at each privacy setting: blue, that setting's codecs; grey squares, no DP;\n"
+        "red rings, Pareto-optimal over PSNR, epsilon and bytes",
+        fontsize=10,
+        y=1.06,  # above the panel titles (the figure is saved with a tight bounding box)
     )
-    for s in on_front:
-        ax.annotate(s["short"], (s["uplink"], s["psnr"]), fontsize=6, xytext=(4, -8), textcoords="offset points")
-    if usable:
-        ax.set_xscale("log")
-        bytes_axis(ax.xaxis)
-        legend_outside(ax)
-        min_span(ax)
-    else:
-        _empty(ax, "no finished cells in the store")
-    ax.set_xlabel("total uplink bytes (log scale)")
-    ax.set_ylabel("test PSNR (dB)")
-    ax.set_title("Which configurations are worth running: higher PSNR, smaller epsilon, fewer bytes")
-    ax.grid(True, alpha=0.3, which="both")
     return _save(fig, path)
 
 
