@@ -40,17 +40,32 @@ def _plot(rounds: Sequence[Mapping[str, Any]], noisy: float | None, path: Path) 
     from matplotlib.ticker import MaxNLocator
 
     numbers = [r["round"] for r in rounds]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
+    epsilons = [r.get("epsilon") for r in rounds]
+    private = any(e is not None for e in epsilons)
+    panels = 3 if private else 2
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(7, 2.2 * panels + 1.6), sharex=True, height_ratios=(2,) + (1,) * (panels - 1)
+    )
+    top, bottom = axes[0], axes[-1]
     top.plot(numbers, [r["psnr"] for r in rounds], marker="o", label="global model")
+    if any(r.get("real_psnr") is not None for r in rounds):
+        top.plot(numbers, [r.get("real_psnr") for r in rounds], marker="^", label="real CT/MR patches")
+        real_noisy = rounds[0].get("real_psnr_noisy")
+        if real_noisy is not None:
+            top.axhline(real_noisy, color="tab:orange", linestyle=":", label="real patches, noisy input")
     if noisy is not None:
         top.axhline(noisy, color="0.5", linestyle=":", label="noisy input (do nothing)")
     min_span(top)
     top.set_ylabel("test PSNR (dB)")
     top.grid(True, alpha=0.3)
     legend_outside(top)
+    if private:
+        axes[1].plot(numbers, [e for e in epsilons], marker="o", color="tab:red")
+        axes[1].set_ylabel("epsilon so far")
+        axes[1].grid(True, alpha=0.3)
     uplink = [r.get("uplink_bytes") for r in rounds]
     if all(u is not None for u in uplink):
-        bottom.bar(numbers, uplink, color="tab:orange")
+        bottom.bar(numbers, uplink, color="tab:green")
         bytes_axis(bottom.yaxis)
     else:
         bottom.text(
