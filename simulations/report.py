@@ -111,6 +111,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "psnr_std": _std([f.get("psnr") for f in finals]),
                 "ssim": _mean([f.get("ssim") for f in finals]),
                 "psnr_initial": _mean([f.get("psnr_initial") for f in finals]),
+                "real_psnr": _mean([f.get("real_psnr") for f in finals]),
                 "epsilon": _max([g["privacy"].get("epsilon") for g in group]) if private else None,
                 "uplink": _mean([f.get("uplink_bytes") for f in finals]),
                 "ratio": _mean([f.get("compression_ratio") for f in finals]),
@@ -191,11 +192,11 @@ def _privacy_values(privacy: Mapping[str, Any], private: bool) -> list[Any]:
 
 
 def _series_table(series: Sequence[Mapping[str, Any]]) -> list[str]:
-    header = ["configuration", "runner", "codec", "seeds", "PSNR dB (mean ± sd)", "SSIM", "epsilon (max)"]
-    header += [name for name, _ in _PRIVACY_COLUMNS] + ["uplink MB", "ratio x"]
+    header = ["configuration", "runner", "codec", "seeds", "PSNR dB (mean ± sd)", "real CT/MR dB", "SSIM"]
+    header += ["epsilon (max)", *(name for name, _ in _PRIVACY_COLUMNS), "uplink MB", "ratio x"]
     rows = []
     for s in series:
-        row = [s["label"], s["runner"], s["codec"], len(s["seeds"]), _pm(s), s["ssim"]]
+        row = [s["label"], s["runner"], s["codec"], len(s["seeds"]), _pm(s), s["real_psnr"], s["ssim"]]
         row += [_eps(s["epsilon"]), *_privacy_values(s["privacy_params"], s["private"])]
         rows.append([*row, None if s["uplink"] is None else s["uplink"] / 1e6, s["ratio"]])
     return _table(header, rows)

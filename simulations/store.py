@@ -53,6 +53,8 @@ _FINAL_KEYS = (
     "psnr",
     "ssim",
     "psnr_initial",
+    "real_psnr",
+    "real_psnr_noisy",
     "loss",
     "uplink_bytes",
     "downlink_bytes",
@@ -78,6 +80,7 @@ _PRIVACY_KEYS = (
 _ROUND_KEYS = (
     "round",
     "psnr",
+    "real_psnr",
     "ssim",
     "loss",
     "uplink_bytes",
