@@ -125,3 +125,10 @@ def test_the_settings_command_prints_a_file_that_config_reads_back(tmp_path):
     from fedcompress.config import load_config_file
 
     assert RunConfig.from_mapping(load_config_file(path)) == RunConfig(codec="aggressive", num_rounds=3)
+
+
+def test_the_codec_setting_names_every_preset():
+    from fedcompress.codec import PRESETS
+    from fedcompress.config_doc import DOCS
+
+    assert all(name in DOCS["codec"] for name in PRESETS)
