@@ -35,14 +35,15 @@ __all__ = ["PublicMask", "uplink_seed"]
 
 @dataclass(frozen=True)
 class PublicMask:
-    """The public random-k mask of one round over a whole update (tensors flattened in order).
+    """The public mask of one round over a whole update (tensors flattened in order).
 
     Parameters
     ----------
     fraction : float
-        Kept fraction F in (0, 1).
+        Kept fraction F in (0, 1) of the tensors larger than ``DP_KEEP_WHOLE`` values (smaller ones are whole).
     seed : int
-        The codec seed of the mask: ``randk:F`` with this payload seed keeps exactly these coordinates.
+        The codec seed of the mask: ``randk:F:whole=DP_KEEP_WHOLE`` with this payload seed keeps exactly these
+        coordinates.
     """
 
     fraction: float
