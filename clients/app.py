@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 
 from fedcompress.config import RunConfig
 from fedcompress.federation.client_state import save_state_to_disk, select_state
+from fedcompress.federation.ef21 import BASIS_KEY
 from fedcompress.privacy.policy import ClientPolicy
 from server.records import payload_from_record, payload_record
 
@@ -59,6 +60,7 @@ def train(
     settings: dict[str, Any] = dict(msg.content.config_records["config"])
     server_round = int(settings.pop("server-round"))
     noise = float(settings.pop("noise-multiplier-effective"))
+    ef21_basis = int(settings.pop(BASIS_KEY, 0))  # per client, from the server (fedcompress.federation.ef21)
     cfg = RunConfig.from_mapping(settings)
     policy = ClientPolicy.from_node_config(context.node_config, allow_seeded_noise=allow_seeded_noise)
     partition = _partition_id(context)
@@ -75,6 +77,7 @@ def train(
         noise_multiplier=noise,
         saved=saved,
         policy=policy,
+        ef21_basis=ef21_basis,
     )
     context.state[_STATE_KEY] = ArrayRecord({k: Array(np.array(v, order="C")) for k, v in reply.state.items()})
     save_state_to_disk(disk_root, partition, reply.state)

@@ -35,6 +35,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "codec_framing": ("self-describing", "compact"),
     "server_optimizer": ("sgd", "adam"),
     "device": ("auto", "cpu", "cuda"),
+    "error_feedback": ("residual", "ef21", "off"),
+}
+# Values that older config files used for a setting that has since become a choice.
+_LEGACY: dict[str, dict[object, str]] = {
+    "error_feedback": {True: "residual", False: "off", "true": "residual", "false": "off"},
 }
 # (low, high, low_inclusive) for numbers; high is always inclusive.
 _RANGES: dict[str, tuple[float, float, bool]] = {
@@ -94,7 +99,7 @@ class RunConfig:
     codec: str = "balanced"
     downlink_codec: str = "none"
     codec_framing: str = "self-describing"
-    error_feedback: bool = True
+    error_feedback: str = "residual"
     seed: int = 0
     dataset: str = "phantoms"
     image_size: int = 32
@@ -265,6 +270,11 @@ class RunConfig:
             )
         if self.pre_noise:
             raise ConfigError(f"dp-keep={self.dp_keep:g} replaces pre-noise={self.pre_noise!r}: set one of them")
+        if self.error_feedback == "ef21":
+            raise ConfigError(
+                f"dp-keep={self.dp_keep:g} sends only the round's masked coordinates, which EF21's dense estimate "
+                "does not fit; use error-feedback 'residual' or 'off'"
+            )
 
     def _check_robustness(self) -> None:
         from fedcompress.federation.attacks import parse_attack  # lazy: keeps config import-light
@@ -294,6 +304,10 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Turn strings from the CLI or TOML into the field's type; refuse anything ambiguous."""
     kind = {"int": int, "float": float, "bool": bool, "str": str}[str(annotation)]
     key = _key(name)
+    legacy = _LEGACY.get(name, {})
+    old = value.lower() if isinstance(value, str) else value
+    if isinstance(old, bool | str) and old in legacy:
+        return legacy[old]
     if kind is bool:
         if isinstance(value, bool):
             return value

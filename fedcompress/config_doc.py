@@ -31,7 +31,10 @@ DOCS: Mapping[str, str] = {
     "codec": "uplink codec: a preset (none, zstd, q8, balanced, aggressive, powersgd, ultra) or a spec (topk:0.01+q:4)",
     "downlink-codec": "codec for the global model sent to clients",
     "codec-framing": "compact: an 8-byte digest of the shared model layout replaces the tensor table (both ways)",
-    "error-feedback": "carry what the lossy codec dropped into the next round",
+    "error-feedback": (
+        "residual: carry what the codec dropped into the next round (EF14); ef21: send only the change of a "
+        "per-client estimate both sides keep (EF21); off"
+    ),
     "seed": "public run seed: init, data, partitions, codec masks (never DP noise)",
     "dataset": "'phantoms' (built in), or a MedMNIST .npz file or image folder path",
     "image-size": "images are resized to this square size",

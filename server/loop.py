@@ -110,6 +110,8 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     if mechanism.private:
         recorder.privacy = ledger.to_dict()
     strategy = CompressedFedAvg(cfg, mechanism)
+    if strategy.estimates is not None and cfg.resume and (out / CHECKPOINT_FILE).exists():
+        strategy.estimates.load_state_dict(load_checkpoint(out).feedback)
     strategy.discover(grid, expected=cfg.num_clients, timeout=cfg.round_timeout)
     status, message = "completed", ""
 
@@ -176,6 +178,7 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 weights=weights,
                 optimizer=optimizer.state_dict(),
                 meta={"config": cfg.to_dict(), "recorder": recorder.state_dict()},
+                feedback={} if strategy.estimates is None else strategy.estimates.state_dict(),
             ),
         )
 

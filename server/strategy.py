@@ -19,10 +19,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedcompress.codec import SharedLayout
+from fedcompress.codec import CodecError, SharedLayout
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
 from fedcompress.federation.aggregate import ClientUpdate, DecodedRound, decode_updates
+from fedcompress.federation.ef21 import BASIS_KEY, ServerEstimates
 from fedcompress.federation.robust import GuardVerdicts, UpdateGuard, build_aggregator
 from fedcompress.privacy.mechanisms import ServerMechanism
 from server.records import payload_from_record
@@ -62,6 +63,23 @@ class RoundOutcome:
         return self.delta is None
 
 
+def _to_estimates(
+    estimates: ServerEstimates,
+    decoded: DecodedRound,
+    client_metrics: dict[int, dict[str, float | int]],
+    server_round: int,
+) -> None:
+    """EF21: replace each decoded change by the client's moved estimate; a basis out of step is a failure."""
+    kept = []
+    for partition, change, weight in decoded.updates:
+        try:
+            claimed = client_metrics[partition].get(BASIS_KEY)
+            kept.append((partition, estimates.receive(partition, change, claimed, server_round), weight))
+        except CodecError as e:
+            decoded.failures[partition] = f"bad payload: {e}"
+    decoded.updates = kept
+
+
 class CompressedFedAvg(Strategy):
     """FedAvg over compressed updates; aggregation itself lives in ``fedcompress.federation.aggregate``.
 
@@ -83,6 +101,8 @@ class CompressedFedAvg(Strategy):
         self.node_of_partition: dict[int, int] = {}
         self._selected: list[int] = []
         self._reference: dict[str, np.ndarray] = {}
+        # EF21: the server's copy of each client's estimate; the decoded message is only its change.
+        self.estimates = ServerEstimates() if cfg.error_feedback == "ef21" else None
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -148,10 +168,15 @@ class CompressedFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One train message per partition given to ``prepare_round``."""
-        record = RecordDict({"arrays": arrays, "config": ConfigRecord({**config, "server-round": server_round})})
+        """One train message per partition given to ``prepare_round`` (with its EF21 basis under EF21)."""
+
+        def record(partition: int) -> RecordDict:
+            extra = {} if self.estimates is None else {BASIS_KEY: self.estimates.basis(partition)}
+            settings = ConfigRecord({**config, "server-round": server_round, **extra})
+            return RecordDict({"arrays": arrays, "config": settings})
+
         return [
-            Message(record, dst_node_id=self.node_of_partition[partition], message_type=MessageType.TRAIN)
+            Message(record(partition), dst_node_id=self.node_of_partition[partition], message_type=MessageType.TRAIN)
             for partition in self._selected
         ]
 
@@ -198,6 +223,8 @@ class CompressedFedAvg(Strategy):
         decoded = decode_updates(updates, self._reference, weight_cap=cap, layout=layout)
         decoded.failures.update(failures)
         client_metrics = {u.partition_id: dict(u.metrics) for u in updates}
+        if self.estimates is not None:
+            _to_estimates(self.estimates, decoded, client_metrics, server_round)
         kept, guard = self.guard.apply(decoded.updates)
         if self.mechanism.skips(len(kept)):
             return RoundOutcome(None, decoded, client_metrics, guard)

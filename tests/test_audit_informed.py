@@ -76,7 +76,7 @@ def test_the_deployed_client_refuses_seeded_noise_unless_the_audit_opts_in():
     secret = client_config(CFG, Condition(epsilon=8.0), batch_size=1, local_steps=1)
     seeded = client_config(CFG, Condition(epsilon=8.0, randomness="seeded"), batch_size=1, local_steps=1)
     assert secret.dp == "sample" and secret.dp_randomness == "secret" and seeded.dp_randomness == "seeded"
-    assert secret.samples_per_client == secret.batch_size == 1 and not secret.error_feedback
+    assert secret.samples_per_client == secret.batch_size == 1 and secret.error_feedback == "off"
     assert not client_policy(secret, 0.6).allow_seeded_noise and client_policy(seeded, 0.6).allow_seeded_noise
     assert client_policy(secret, 0.3).min_noise_multiplier == 0.3  # epsilons above ~10 need z under the 0.5 floor
 

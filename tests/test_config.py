@@ -18,7 +18,7 @@ def test_pyproject_app_config_matches_schema_defaults():
 
 def test_kebab_and_snake_keys_and_string_values_are_coerced():
     cfg = RunConfig.from_mapping({"num-rounds": "7", "non_iid": "0.25", "error-feedback": "false"})
-    assert (cfg.num_rounds, cfg.non_iid, cfg.error_feedback) == (7, 0.25, False)
+    assert (cfg.num_rounds, cfg.non_iid, cfg.error_feedback) == (7, 0.25, "off")
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,8 @@ def test_kebab_and_snake_keys_and_string_values_are_coerced():
         ("fraction-train", 0.0, "fraction-train"),
         ("lr", float("nan"), "lr"),
         ("dp", "maybe", "choose one of"),
-        ("error-feedback", "yes", "true or false"),
+        ("error-feedback", "yes", "choose one of"),
+        ("error-feedback", 1, "must be a string"),
         ("nonexistent", 1, "unknown setting"),
         ("codec", 3, "must be a string"),
         ("codec", "topk:2", "codec spec"),

@@ -25,8 +25,8 @@ from fedcompress.seeding import numpy_rng
 from fedcompress.tensors import flatten
 
 TINY = {"num_clients": 4, "samples_per_client": 16, "test_samples": 16, "width": 4, "local_epochs": 1}
-LOCAL = RunConfig(dp="client", dp_noise="local", noise_multiplier=1.0, codec="none", error_feedback=False, **TINY)
-SAMPLE = RunConfig(dp="sample", noise_multiplier=1.0, codec="none", error_feedback=False, **TINY)
+LOCAL = RunConfig(dp="client", dp_noise="local", noise_multiplier=1.0, codec="none", error_feedback="off", **TINY)
+SAMPLE = RunConfig(dp="sample", noise_multiplier=1.0, codec="none", error_feedback="off", **TINY)
 SEEDED = ClientPolicy(allow_seeded_noise=True)
 
 

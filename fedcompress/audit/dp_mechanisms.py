@@ -47,7 +47,7 @@ def local_noise_mechanism(
         noise_multiplier=noise_multiplier,
         clip_norm=clip_norm,
         codec=codec,
-        error_feedback=False,
+        error_feedback="off",
         dp_randomness=randomness,
         seed=seed,
     )

@@ -42,6 +42,7 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray]
     meta: dict[str, Any]
+    feedback: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # EF21 estimates, by client
 
 
 def save_checkpoint(out_dir: Path, checkpoint: Checkpoint) -> None:
@@ -49,6 +50,7 @@ def save_checkpoint(out_dir: Path, checkpoint: Checkpoint) -> None:
     meta = {"schema": _SCHEMA, "round": checkpoint.round, **checkpoint.meta}
     arrays = {f"weights/{k}": v for k, v in checkpoint.weights.items()}
     arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in checkpoint.optimizer.items()})
+    arrays.update({f"feedback/{k}": np.asarray(v) for k, v in checkpoint.feedback.items()})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8).copy()
     save_arrays(out_dir / CHECKPOINT_FILE, arrays)
 
@@ -84,7 +86,13 @@ def load_checkpoint(out_dir: Path) -> Checkpoint:
     def part(prefix: str) -> dict[str, np.ndarray]:
         return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
-    return Checkpoint(round=round_done, weights=part("weights/"), optimizer=part("optimizer/"), meta=meta)
+    return Checkpoint(
+        round=round_done,
+        weights=part("weights/"),
+        optimizer=part("optimizer/"),
+        meta=meta,
+        feedback=part("feedback/"),
+    )
 
 
 def _corrupt(path: Path, reason: str) -> ValueError:

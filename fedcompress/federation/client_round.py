@@ -8,8 +8,9 @@ Order (see DESIGN.md and notes/opacus-and-dp.md):
 4. delta = w_local - w_global;
 5. client-level DP with local noise: data-independent ``pre-noise`` stages, clip to C, secret N(0, (zC)^2);
 6. codec with error feedback (under ``dp-keep``: the round's public mask as ``randk``, so only the kept values
-   travel) (residuals persist in the state). After step 3's DP-SGD or step 5's noise every
-   codec stage is post-processing, so adaptive stages are safe there.
+   travel): the residual form keeps what was dropped, EF21 (:mod:`fedcompress.federation.ef21`) sends the
+   change of an estimate the server also keeps; either memory persists in the state. After step 3's DP-SGD
+   or step 5's noise every codec stage is post-processing, so adaptive stages are safe there.
 
 Replays: when the server re-runs a round this client already released (it resumed from a checkpoint) and sends
 the same global model, a private client re-sends the release it stored, so the same data is never released
@@ -34,6 +35,7 @@ from fedcompress.devices import resolve_device
 from fedcompress.federation import downlink
 from fedcompress.federation.attacks import attack_of
 from fedcompress.federation.client_state import ROUND_KEY, SavedState, state_round
+from fedcompress.federation.ef21 import BASIS_KEY, Estimate, encode_change
 from fedcompress.models import build_model
 from fedcompress.privacy.masking import uplink_seed
 from fedcompress.privacy.mechanisms import client_mechanism
@@ -44,6 +46,7 @@ __all__ = ["ClientReply", "run_client_round"]
 
 _CODEC = "codec/"
 _DP = "dp/"
+_EF21 = "ef21/"
 _RELEASE = "release/"  # the last payload sent, its metrics and the digest of the model it was trained from
 
 
@@ -85,8 +88,12 @@ def run_client_round(
     saved: SavedState | None = None,
     policy: ClientPolicy | None = None,
     data: DenoisingSet | None = None,
+    ef21_basis: int = 0,
 ) -> ClientReply:
     """Run one round for ``partition_id``; ``saved`` is not modified.
+
+    ``ef21_basis`` is the round of the EF21 estimate the server holds for this client (``error-feedback =
+    "ef21"``; 0: none).
 
     ``policy`` is the site's privacy floor (the defaults when None); ``data`` replaces the partition's shard
     (the audit trains the real client round on data it chose). Raises ``PrivacyPolicyError`` when the
@@ -117,16 +124,30 @@ def run_client_round(
     if attack is not None:
         delta = attack.update(delta, numpy_rng(cfg.seed, "attack", server_round, partition_id))
 
-    codec_state = None
-    if cfg.error_feedback:
-        codec_part = _split(saved.before, _CODEC)
-        codec_state = CodecState.from_state_dict(codec_part) if codec_part else CodecState()
     seed = uplink_seed(cfg, server_round, partition_id)
-    payload, stats = encode_with_stats(delta, cfg.uplink_codec, codec_state, seed=seed, framing=cfg.codec_framing)
+    codec_state, estimate, feedback_metrics = None, None, {}
+    if cfg.error_feedback == "ef21":
+        estimate = Estimate.from_state_dict(_split(saved.before, _EF21))
+        payload, stats, estimate, basis = encode_change(
+            delta,
+            estimate,
+            server_basis=ef21_basis,
+            server_round=server_round,
+            spec=cfg.uplink_codec,
+            seed=seed,
+            framing=cfg.codec_framing,
+        )
+        feedback_metrics = {BASIS_KEY: basis}
+    else:
+        if cfg.error_feedback == "residual":
+            codec_part = _split(saved.before, _CODEC)
+            codec_state = CodecState.from_state_dict(codec_part) if codec_part else CodecState()
+        payload, stats = encode_with_stats(delta, cfg.uplink_codec, codec_state, seed=seed, framing=cfg.codec_framing)
 
     metrics: dict[str, float | int] = {
         "payload-bytes": len(payload),
         "dense-bytes": int(stats.dense_bytes),
+        **feedback_metrics,
         **mechanism.public_metrics(),
     }
     if not cfg.minimal_release:  # quantities of private data, not covered by the epsilon (see NOT_COVERED)
@@ -143,6 +164,8 @@ def run_client_round(
     state: dict[str, np.ndarray] = {ROUND_KEY: np.array(server_round)}
     if codec_state is not None:
         state.update({_CODEC + k: v for k, v in codec_state.state_dict().items()})
+    if estimate is not None:
+        state.update({_EF21 + k: v for k, v in estimate.state_dict().items()})
     state.update({_DP + k: v for k, v in mechanism.state_dict().items()})
     if mechanism.private:
         release = {"payload": payload, "metrics": json.dumps(metrics).encode(), "downlink": digest}
