@@ -16,7 +16,15 @@ from typing import Any
 
 from fedcompress.errors import ConfigError
 
-__all__ = ["DP_KEEP_WHOLE", "RunConfig", "load_config_file", "parse_overrides", "toml_document", "toml_value"]
+__all__ = [
+    "DP_KEEP_WHOLE",
+    "RunConfig",
+    "load_config_file",
+    "parse_overrides",
+    "toml_document",
+    "toml_value",
+    "upgrade_settings",
+]
 
 # ``dp-keep`` keeps every tensor of at most this many values whole (biases, norms, the output head): about 2% of
 # the default U-Net's values that carried 95% of a measured update's energy (head bias and weight alone).
@@ -300,14 +308,26 @@ def _key(name: str) -> str:
     return name.replace("_", "-")
 
 
+def upgrade_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as an older fedcompress wrote them (a record, a checkpoint), in today's spelling.
+
+    Only values a setting once had and has since renamed change (``error-feedback = true`` -> ``"residual"``), so
+    ids, comparisons and type checks treat old and new records alike.
+    """
+    out = dict(values)
+    for key, value in values.items():
+        legacy = _LEGACY.get(str(key).replace("-", "_"), {})
+        old = value.lower() if isinstance(value, str) else value
+        if isinstance(old, bool | str) and old in legacy:
+            out[key] = legacy[old]
+    return out
+
+
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Turn strings from the CLI or TOML into the field's type; refuse anything ambiguous."""
     kind = {"int": int, "float": float, "bool": bool, "str": str}[str(annotation)]
     key = _key(name)
-    legacy = _LEGACY.get(name, {})
-    old = value.lower() if isinstance(value, str) else value
-    if isinstance(old, bool | str) and old in legacy:
-        return legacy[old]
+    value = upgrade_settings({name: value})[name]
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -18,7 +18,7 @@ from typing import Any
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from fedcompress.config import RunConfig
+from fedcompress.config import RunConfig, upgrade_settings
 from fedcompress.errors import ConfigError
 from fedcompress.federation import downlink
 from fedcompress.federation.attacks import attackers
@@ -217,7 +217,7 @@ def _check_same_run(cfg: RunConfig, saved: dict[str, Any] | None, out: Path) -> 
     """Refuse to resume a checkpoint made with other settings, naming them."""
     if saved is None:
         raise ConfigError(f"cannot resume {out}: its checkpoint records no settings (made by an older fedcompress?)")
-    now, defaults = cfg.to_dict(), RunConfig().to_dict()
+    now, defaults, saved = cfg.to_dict(), RunConfig().to_dict(), upgrade_settings(saved)
     # A setting newer than the checkpoint was at its default when the checkpoint was made.
     changed = [key for key in now if key not in RESUMABLE and saved.get(key, defaults[key]) != now[key]]
     if changed:

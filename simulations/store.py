@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import RunConfig
+from fedcompress.config import RunConfig, upgrade_settings
 from fedcompress.files import atomic_write_text
 
 __all__ = [
@@ -285,6 +285,8 @@ def read_records(
         if not (isinstance(record, dict) and record.get("schema") == RECORD_SCHEMA and "cell" in record):
             log.warning("%s line %d is not a schema-%d record; skipped", path, number, RECORD_SCHEMA)
             continue
+        if isinstance(record.get("config"), dict):
+            record["config"] = upgrade_settings(record["config"])  # values older versions spelt differently
         problem = record_problem(record, config_types)
         if problem is not None and strict:
             raise ValueError(f"{path} line {number}: {problem}; fix or delete that line")

@@ -105,3 +105,13 @@ def test_setting_accepts_old_booleans_and_refuses_dp_keep():
     assert RunConfig.from_mapping({"error-feedback": "ef21"}).error_feedback == "ef21"
     with pytest.raises(ConfigError, match="EF21"):
         RunConfig(dp="sample", noise_multiplier=1.0, dp_keep=0.1, codec="q8", error_feedback="ef21")
+
+
+def test_records_and_checkpoints_from_the_boolean_days_keep_their_identity():
+    from fedcompress.config import upgrade_settings
+    from simulations.store import cell_id
+
+    old = {**RunConfig().to_dict(), "error-feedback": True, "codec": "aggressive"}
+    new = {**RunConfig().to_dict(), "codec": "aggressive"}
+    assert upgrade_settings(old) == new and upgrade_settings({"error-feedback": False}) == {"error-feedback": "off"}
+    assert cell_id("simulate", upgrade_settings(old)) == cell_id("simulate", new)
