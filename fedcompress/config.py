@@ -32,7 +32,7 @@ DP_KEEP_WHOLE = 64
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "client_sampling": ("fixed", "poisson"),
-    "model": ("unet", "dncnn"),
+    "model": ("unet", "dncnn", "plain"),
     "dp": ("none", "sample", "client"),
     "dp_noise": ("local", "central"),
     "accountant": ("prv", "rdp"),

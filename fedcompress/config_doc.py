@@ -66,7 +66,7 @@ DOCS: Mapping[str, str] = {
     "attack-clients": "how many sites (chosen by the seed) attack",
     "round-timeout": "seconds to wait for a round's replies (and, in a deployment, for SuperNodes)",
     "distill": "build the edge model at the end of the run",
-    "student-width": "width of the distilled edge model",
+    "student-width": "width of an edge student of the run's family (distill's default plain student: 12)",
     "out-dir": "run folder ('' = a fresh one under ./runs)",
     "resume": "continue the run in out-dir from its checkpoint",
 }

@@ -107,6 +107,16 @@ def test_student_width_must_be_below_the_teacher_width(width):
         distill_model(build_model("unet", 8), CFG, student_width=width, epochs=1, generator=torch.Generator())
 
 
+def test_a_student_of_another_family_must_have_fewer_parameters():
+    teacher = build_model("unet", 4)
+    with pytest.raises(ValueError, match="not fewer than the teacher's"):
+        distill_model(teacher, CFG, student_model="plain", student_width=32, epochs=1, generator=torch.Generator())
+    student, report = distill_model(
+        teacher, CFG, student_model="plain", student_width=4, epochs=1, generator=torch.Generator().manual_seed(0)
+    )
+    assert report["student_model"] == "plain" and count_parameters(student) < count_parameters(teacher)
+
+
 def test_teacher_is_worth_distilling(teacher, test_set):
     scores = evaluate(teacher, test_set)
     assert scores["psnr"] > scores["psnr_noisy"] + 1.0

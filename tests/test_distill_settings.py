@@ -10,7 +10,7 @@ import torch
 from fedcompress.distill.distill import fit_to_teacher
 from fedcompress.distill.progress import LOGGER_NAME, EpochProgress, format_seconds
 from fedcompress.distill.report import ROWS, add_ratios, check_targets, verdict
-from fedcompress.distill.settings import DEFAULT_EPOCHS, DistillSettings, settings_help
+from fedcompress.distill.settings import DEFAULT_EPOCHS, EDGE_WIDTHS, DistillSettings, settings_help
 from fedcompress.errors import ConfigError
 from fedcompress.models import build_model
 
@@ -43,6 +43,7 @@ def test_set_items_apply_over_a_base():
         ("prune-amount=1.0", "prune-amount=1.0"),
         ("calibration=kl", "calibration='kl'"),
         ("student-width=-1", "student-width=-1"),
+        ("student-model=resnet", "student-model='resnet'"),
         ("teacher-margin-db=nan", "teacher-margin-db=nan"),
         ("qat-epochs=-1", "qat-epochs=-1"),
         ("epochs", "key=value"),
@@ -51,6 +52,12 @@ def test_set_items_apply_over_a_base():
 def test_bad_set_items_fail_naming_the_key_and_value(item, message):
     with pytest.raises(ConfigError, match=message):
         DistillSettings.from_overrides([item])
+
+
+def test_the_student_width_follows_its_family():
+    assert DistillSettings().width_for("unet", 4) == EDGE_WIDTHS["plain"]  # the plain edge student's own width
+    assert DistillSettings(student_model="unet").width_for("unet", 4) == 4  # the run's, for its own family
+    assert DistillSettings(student_width=6).width_for("unet", 4) == 6
 
 
 def test_settings_round_trip_as_kebab_case_data():

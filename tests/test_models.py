@@ -117,4 +117,4 @@ def test_bad_model_arguments_raise(name, width):
 
 def test_public_names_import():
     assert all(getattr(fm, name) is not None for name in fm.__all__)
-    assert set(MODEL_NAMES) == {"unet", "dncnn"}
+    assert set(MODEL_NAMES) == {"unet", "dncnn", "plain"}

@@ -162,6 +162,7 @@ def distill_model(
     cfg: RunConfig,
     *,
     student_width: int | None = None,
+    student_model: str | None = None,
     epochs: int = DEFAULT_EPOCHS,
     generator: torch.Generator,
     hint_weight: float = 0.0,
@@ -177,7 +178,9 @@ def distill_model(
         Supplies the family, the teacher's width, ``student-width``, and the proxy set's size, image size,
         seed and dataset.
     student_width : int, optional
-        Overrides ``cfg.student_width``; must be smaller than the teacher's width.
+        Overrides ``cfg.student_width``; in the teacher's family it must be smaller than the teacher's width.
+    student_model : str, optional
+        The student's family (default: the teacher's, ``cfg.model``); another family must have fewer parameters.
     epochs : int
         Passes over the proxy training images (each batch under a random dihedral transform).
     generator : torch.Generator
@@ -188,7 +191,8 @@ def distill_model(
         Proxy inputs ``[n, C, H, W]`` already drawn with ``proxy_data``; drawn from ``cfg`` when omitted.
     """
     width = cfg.student_width if student_width is None else student_width
-    if not isinstance(width, int) or not 1 <= width < cfg.width:
+    family = student_model or cfg.model
+    if not isinstance(width, int) or width < 1 or (family == cfg.model and width >= cfg.width):
         raise ValueError(f"student_width must be an int in [1, {cfg.width}) (below the teacher's width), got {width!r}")
     started, cpu_started = time.monotonic(), time.process_time()
     if proxy is None:
@@ -196,7 +200,12 @@ def distill_model(
     train, val = _split(torch.from_numpy(np.array(proxy, dtype=np.float32)), generator)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        student = build_model(cfg.model, width=width, in_channels=int(train.shape[1]))
+        student = build_model(family, width=width, in_channels=int(train.shape[1]))
+    if count_parameters(student) >= count_parameters(teacher):
+        raise ValueError(
+            f"a {family} student at width {width} has {count_parameters(student)} parameters, not fewer than the "
+            f"teacher's {count_parameters(teacher)}: choose a smaller student-width"
+        )
     student.eval()
     teacher.eval()
     before = mse_to_teacher(student, teacher, val)
@@ -204,6 +213,7 @@ def distill_model(
     teacher_params, student_params = count_parameters(teacher), count_parameters(student)
     report = {
         "model": cfg.model,
+        "student_model": family,
         "teacher_width": cfg.width,
         "student_width": width,
         "teacher_params": teacher_params,

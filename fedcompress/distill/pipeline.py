@@ -106,10 +106,7 @@ def build_edge_model(
     ``source`` (where the teacher came from) is copied into the report.
     """
     settings = settings or DistillSettings()
-    cfg = cfg.replace(
-        student_width=settings.student_width or cfg.student_width,
-        proxy_samples=settings.proxy_samples or cfg.proxy_samples,
-    )
+    cfg = cfg.replace(proxy_samples=settings.proxy_samples or cfg.proxy_samples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch_generator(cfg.seed, "distill")
@@ -119,7 +116,15 @@ def build_edge_model(
     inputs = torch.from_numpy(np.array(proxy, dtype=np.float32))
     test = test_data_for(cfg)
     # --- distill, then prune with a fine-tune by distillation ---------------------------------------------
-    student, distill_report = distill_model(teacher, cfg, epochs=settings.epochs, generator=generator, proxy=proxy)
+    student, distill_report = distill_model(
+        teacher,
+        cfg,
+        student_model=settings.student_model,
+        student_width=settings.width_for(cfg.model, cfg.student_width),
+        epochs=settings.epochs,
+        generator=generator,
+        proxy=proxy,
+    )
     clock.lap("distill")
     pruned, prune_report = _prune(student, teacher, inputs, settings, generator)
     clock.lap("prune")

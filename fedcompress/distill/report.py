@@ -130,7 +130,8 @@ def format_edge_table(report: dict[str, Any]) -> str:
     """A plain-text table of the rows, the targets (met / MISSED), the verdict and the privacy note."""
     d, q = report["distill"], report["quantize"]
     lines = [
-        f"edge model: {d['model']} width {d['teacher_width']} -> {d['student_width']}, {d['epochs']} epochs, "
+        f"edge model: {d['model']} width {d['teacher_width']} -> {d.get('student_model', d['model'])} width "
+        f"{d['student_width']}, {d['epochs']} epochs, "
         f"{report['prune']['sparsity']:.0%} of conv weights pruned, int8 by {q['path']} "
         f"(ORT QDQ, {q['calibration_method']} calibration); test set {report['test_set']} "
         f"({report['test_samples']} images); latency onnxruntime, batch 1 {report['latency_input']}, 1 thread, "

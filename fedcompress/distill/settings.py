@@ -21,11 +21,17 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_PROXY_SAMPLES",
     "DEFAULT_PRUNE_AMOUNT",
+    "EDGE_WIDTHS",
+    "STUDENT_MODELS",
     "DistillSettings",
     "settings_help",
 ]
 
 DEFAULT_EPOCHS = 200  # on 256 proxies: 100 epochs left the width-4 student 1.4 dB under the teacher, 200 0.9 dB
+#: Width of a student of another family than the teacher's (the run's ``student-width`` is for its own family).
+#: plain 12 (6.8k parameters, 16x fewer than the width-16 U-Net) kept the int8 student within 1 dB; 10 did not.
+EDGE_WIDTHS = {"plain": 12}
+STUDENT_MODELS: tuple[str, ...] = ("plain", "unet", "dncnn")  # fedcompress.models' families
 DEFAULT_PROXY_SAMPLES = 1024  # 200 epochs on 1024 proxies: 0.39 dB (fp32), 0.65 dB after pruning and int8 (README)
 DEFAULT_PRUNE_AMOUNT = 0.3  # 0.5 cost the width-4 student 0.4-0.6 dB after fine-tuning, 0.3 about 0.05 dB
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")  # ORT's static calibrators
@@ -38,8 +44,12 @@ class DistillSettings:
 
     Parameters
     ----------
+    student_model : str
+        Family of the student (``STUDENT_MODELS``; default ``plain``: conv + ReLU only, which ONNX Runtime runs
+        wholly in int8; the teacher's own family keeps its GroupNorm, SiLU and resizing in float).
     student_width : int, optional
-        Width of the student (default: the run's ``student-width``); below the teacher's width.
+        Width of the student. Default: the run's ``student-width`` for a student of the teacher's family (which
+        must then be narrower than the teacher), else ``EDGE_WIDTHS`` (plain: 12).
     proxy_samples : int, optional
         Server-side proxy images to distill and calibrate on (default ``DEFAULT_PROXY_SAMPLES``; ``none``: the
         run's ``proxy-samples``). They are synthetic and free to draw; 256 (a run's default) left the int8
@@ -64,6 +74,7 @@ class DistillSettings:
         allowed to lose 1 dB must still gain at least 1 dB over doing nothing).
     """
 
+    student_model: str = "plain"
     student_width: int | None = None
     proxy_samples: int | None = DEFAULT_PROXY_SAMPLES
     epochs: int = DEFAULT_EPOCHS
@@ -86,8 +97,18 @@ class DistillSettings:
         margin = self.teacher_margin_db
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin):
             raise ConfigError(f"teacher-margin-db={margin!r} is not allowed: a finite number of dB")
+        if self.student_model not in STUDENT_MODELS:
+            raise ConfigError(f"student-model={self.student_model!r} is not allowed: one of {list(STUDENT_MODELS)}")
         if self.calibration not in CALIBRATION_CHOICES:
             raise ConfigError(f"calibration={self.calibration!r} is not allowed: one of {list(CALIBRATION_CHOICES)}")
+
+    def width_for(self, cfg_model: str, cfg_student_width: int) -> int:
+        """The student's width for a teacher of family ``cfg_model`` whose run asked for ``cfg_student_width``."""
+        if self.student_width is not None:
+            return self.student_width
+        if self.student_model == cfg_model:
+            return cfg_student_width
+        return EDGE_WIDTHS.get(self.student_model, cfg_student_width)
 
     @property
     def finetune(self) -> int:
@@ -150,4 +171,4 @@ def settings_help() -> str:
     return ", ".join(parts)
 
 
-_HELP_DEFAULTS = {"student_width": "(the run's)", "finetune_epochs": "(epochs/4)"}
+_HELP_DEFAULTS = {"student_width": "(plain: 12; the teacher's family: the run's)", "finetune_epochs": "(epochs/4)"}

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from fedcompress.models.dncnn import DnCNN
+from fedcompress.models.plain import PlainCNN
 from fedcompress.models.unet import UNet
 
 __all__ = ["MODEL_NAMES", "build_model", "count_parameters", "model_from_state"]
 
-_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {"unet": UNet, "dncnn": DnCNN}
+_BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {"unet": UNet, "dncnn": DnCNN, "plain": PlainCNN}
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
