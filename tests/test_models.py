@@ -38,7 +38,8 @@ def test_output_has_the_input_shape_and_an_untrained_model_is_the_identity(name,
     model = build_model(name, 4)
     out = model(x)
     assert out.shape == x.shape
-    torch.testing.assert_close(out, x)  # zero-initialised last layer: residual denoisers start as identity
+    if name != "plain":  # its ReLU stack needs a non-zero head to learn (fedcompress.models.plain)
+        torch.testing.assert_close(out, x)  # zero-initialised last layer: residual denoisers start as identity
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -157,6 +157,11 @@ def fit_to_teacher(
     }
 
 
+#: Adam's learning rate for distilling into a family (1e-2 otherwise): the norm-free ReLU stack learned slower at
+#: 1e-2 (8 epochs: MSE to the teacher 4.9e-3, against 3.2e-3 at 3e-3).
+DISTILL_LR = {"plain": 3e-3}
+
+
 def distill_model(
     teacher: nn.Module,
     cfg: RunConfig,
@@ -209,7 +214,8 @@ def distill_model(
     student.eval()
     teacher.eval()
     before = mse_to_teacher(student, teacher, val)
-    fit = fit_to_teacher(student, teacher, train, epochs=epochs, generator=generator, hint_weight=hint_weight)
+    lr = DISTILL_LR.get(family, 1e-2)
+    fit = fit_to_teacher(student, teacher, train, epochs=epochs, generator=generator, lr=lr, hint_weight=hint_weight)
     teacher_params, student_params = count_parameters(teacher), count_parameters(student)
     report = {
         "model": cfg.model,
@@ -220,6 +226,7 @@ def distill_model(
         "student_params": student_params,
         "param_ratio": teacher_params / student_params,
         "epochs": epochs,
+        "lr": lr,
         "hint_weight": hint_weight,
         "proxy_train": len(train),
         "proxy_val": len(val),
