@@ -31,7 +31,7 @@ class PlainCNN(nn.Module):
         Number of convolutions (at least 2); the receptive field is ``2 * depth + 1`` pixels.
     """
 
-    def __init__(self, width: int = 12, in_channels: int = 1, *, depth: int = 7) -> None:
+    def __init__(self, width: int = 12, in_channels: int = 1, *, depth: int = 6) -> None:
         super().__init__()
         if width < 1 or in_channels < 1 or depth < 2:
             raise ValueError(f"need width >= 1, in_channels >= 1, depth >= 2; got {width}, {in_channels}, {depth}")
