@@ -1,9 +1,6 @@
-"""``fedcompress bench front``: which codec keeps quality at the fewest uplink bytes, on a workload that learns.
+"""The compression front from a sweep's store: which codec keeps quality at the fewest uplink bytes.
 
-The workload is ``simulations/grids/front.toml`` (10 sites x 2000 phantoms, every site every round, dense
-float32 FedAvg beside every codec, then the private rows); ``--quick`` runs ``front-quick.toml`` (the same cells
-on a small workload, minutes on 2 cores). The cells run as a sweep into ``--out`` (resumable: a rerun runs only
-what is missing), then the front is written from the store:
+Written into the sweep folder by ``fedcompress bench front`` (:mod:`simulations.bench.front`):
 
 - ``front.md``: per cell, uplink bytes per client per round, ratio vs float32, final and best PSNR, the gap to
   its dense reference at the same privacy, seconds per round, and the privacy line;
@@ -17,21 +14,17 @@ settings and seed; the ratio is always against float32 (``dense_uplink_bytes``),
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import parse_overrides
-from simulations.plots import bytes_axis, legend_outside, min_span
-from simulations.store import latest_records, read_records
+from simulations.report.plots import bytes_axis, legend_outside, min_span
+from simulations.sweep.store import latest_records, read_records
 
-__all__ = ["front_rows", "main", "write_front"]
+__all__ = ["front_rows", "write_front"]
 
-GRIDS = Path(__file__).resolve().parent / "grids"
 _PRIVACY_KEYS = ("dp", "dp-noise", "target-epsilon", "noise-multiplier", "clip-norm")
 
 
@@ -117,7 +110,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
-    import matplotlib.pyplot as plt  # Agg: simulations.plots (imported above) selects it
+    import matplotlib.pyplot as plt  # Agg: simulations.report.plots (imported above) selects it
 
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -185,28 +178,3 @@ def write_front(store_dir: str | Path) -> list[dict[str, Any]]:
             writer.writerow([*(r[k] for k in columns), *r["psnr_per_round"]])
     _plots(rows, out)
     return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of the front benchmark."""
-    from simulations.sweep import load_grid, run_sweep
-
-    parser = argparse.ArgumentParser(prog="fedcompress bench front", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="sweep folder (resumable); the front files are written there")
-    parser.add_argument("--quick", action="store_true", help="the small workload (front-quick.toml), minutes")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every cell")
-    parser.add_argument("--report-only", action="store_true", help="write the front from the store; run nothing")
-    args = parser.parse_args(argv)
-    grid = GRIDS / ("front-quick.toml" if args.quick else "front.toml")
-    if not args.report_only:
-        code = run_sweep(load_grid(grid, parse_overrides(args.set)), args.out)
-        if code not in (0, 1):  # 1: some cell failed; the front still shows the others
-            return code
-    rows = write_front(args.out)
-    print(Path(args.out, "front.md").read_text(), end="")
-    print(f"front: {len(rows)} cells -> {args.out}/front.md, front.csv, front.png, rounds.png")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """``fedcompress report RUN_DIR`` for one run: ``report.md`` and ``plots/rounds.png`` from its ``result.json``.
 
-A sweep folder (``results.jsonl``) gets the sweep report (:mod:`simulations.report`); a run folder gets this:
+A sweep folder (``results.jsonl``) gets the sweep report (:mod:`simulations.report.sweep`); a run folder gets this:
 the settings that shape the run, the rounds as a table, the final line with its ratio to float32, the privacy
 line (every epsilon with its delta, z, C, q, steps, accountant, level and threat model), and one figure: PSNR per
 round against the noisy input, and uplink bytes per round on a human-readable axis.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.federation.results import RESULT_FILE, ROUNDS_FILE, read_result
-from simulations.plots import bytes_axis, human_bytes, legend_outside, min_span
+from simulations.report.plots import bytes_axis, human_bytes, legend_outside, min_span
 
 __all__ = ["render_run_report"]
 
@@ -36,7 +36,7 @@ _SHOWN = (
 
 
 def _plot(rounds: Sequence[Mapping[str, Any]], noisy: float | None, path: Path) -> Path:
-    import matplotlib.pyplot as plt  # Agg: simulations.plots selects it
+    import matplotlib.pyplot as plt  # Agg: simulations.report.plots selects it
     from matplotlib.ticker import MaxNLocator
 
     numbers = [r["round"] for r in rounds]
