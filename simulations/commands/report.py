@@ -8,7 +8,6 @@ this command too. Plotting (matplotlib) loads only when a report is written.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simulations.report DIR``."""
-    parser = argparse.ArgumentParser(prog="python -m simulations.report")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"report: error: {e}", file=sys.stderr)
-        return 2
+    from simulations.cli import run_alone
+
+    return run_alone(register, "report", argv, interrupted="report: interrupted")

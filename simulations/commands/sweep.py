@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import parse_overrides
-from fedcompress.errors import FedCompressError
 from simulations.sweep import AUDIT_DIR, Sweep, load_grid, run_cell_here, run_sweep
 
 __all__ = ["main", "register"]
@@ -71,17 +70,9 @@ def register(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simulations.sweep``: the sweep command, or (``--cell DIR``) one cell in this process."""
+    from simulations.cli import run_alone
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--cell"] and len(argv) == 2:
         return run_cell_here(Path(argv[1]))
-    parser = argparse.ArgumentParser(prog="python -m simulations.sweep")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sweep", *argv])
-    try:
-        return int(args.func(args))
-    except (FedCompressError, ValueError, FileNotFoundError) as e:
-        print(f"sweep: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sweep: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_alone(register, "sweep", argv, interrupted="sweep: interrupted; rerun the same command to resume")
