@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
@@ -135,6 +135,7 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
     from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 
     from fedcompress.federation.evaluation import Evaluator
+    from fedcompress.federation.records import RoundRow
     from fedcompress.federation.results import RunRecorder
     from fedcompress.federation.weights import initial_weights
     from fedcompress.privacy import PrivacyLedger
@@ -172,30 +173,31 @@ def _server_app(cfg: RunConfig, z: float) -> Any:
         tally = _Tally(started=time.monotonic())
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-            scores: dict[str, Any] = evaluator({k: v.numpy() for k, v in arrays.items()})
+            scores = evaluator({k: v.numpy() for k, v in arrays.items()})
+            metrics = MetricRecord(cast("dict[str, Any]", scores))
             if server_round == 0:
                 recorder.baseline = {"round": 0, **scores}
                 tally.started = time.monotonic()  # round 1's seconds start here, after Ray's start-up
-                return MetricRecord(scores)
+                return metrics
             last = inner.last if inner.last.get("round") == server_round else {"ok": 0, "failed": n, "bytes": 0}
             tally.releases += 1 if last["ok"] == n else 0  # Flower skips the release when a client failed
             entry = ledger.record(_ledger_entry(cfg, z, server_round, tally.releases))
             recorder.privacy = ledger.to_dict()
-            row = {
-                "round": server_round,
+            row = RoundRow(  # no server checks: Flower's strategy decodes and aggregates, not ours
+                round=server_round,
                 **scores,
-                "uplink_bytes": last["bytes"],
-                "downlink_bytes": dense * n,
-                "dense_uplink_bytes": last["bytes"],
-                "clients_ok": last["ok"],
-                "clients_failed": last["failed"],
-                "seconds": time.monotonic() - tally.started,
-                "skipped": last["ok"] != n,
-                "epsilon": entry.epsilon,
-            }
+                uplink_bytes=last["bytes"],
+                downlink_bytes=dense * n,
+                dense_uplink_bytes=last["bytes"],
+                clients_ok=last["ok"],
+                clients_failed=last["failed"],
+                seconds=time.monotonic() - tally.started,
+                skipped=last["ok"] != n,
+                epsilon=entry.epsilon,
+            )
             recorder.record_round(row, cfg.num_rounds)
             tally.started = time.monotonic()
-            return MetricRecord(scores)
+            return metrics
 
         settings: dict[str, Any] = cfg.to_dict()
         strategy.start(

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedcompress.federation.records import RoundRow
 from simulations.report.plots import bytes_axis, legend_outside, min_span
 from simulations.sweep.store import latest_records, read_records
 
@@ -51,11 +52,12 @@ def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         if record.get("status") != "ok" or not record.get("rounds"):
             continue
-        cfg, final, rounds = record["config"], record["final"], record["rounds"]
-        clients = sum(int(r.get("clients_ok") or 0) for r in rounds)
+        cfg, final = record["config"], record["final"]
+        rounds = [RoundRow.from_dict(row) for row in record["rounds"]]
+        clients = sum(int(r.clients_ok or 0) for r in rounds)
         uplink = final.get("uplink_bytes")
         dense = final.get("dense_uplink_bytes")
-        psnrs = [float(r["psnr"]) for r in rounds if r.get("psnr") is not None]
+        psnrs = [float(r.psnr) for r in rounds if r.psnr is not None]
         rows.append(
             {
                 "label": record["label"],
@@ -68,7 +70,7 @@ def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "final_psnr": final["psnr"],
                 "best_psnr": max(psnrs) if psnrs else None,
                 "noisy_psnr": final.get("psnr_initial"),
-                "seconds_per_round": sum(float(r["seconds"]) for r in rounds) / len(rounds),
+                "seconds_per_round": sum(float(r.seconds or 0.0) for r in rounds) / len(rounds),
                 "epsilon": (record.get("privacy") or {}).get("epsilon"),
                 "privacy_line": (record.get("privacy") or {}).get("summary", ""),
                 "psnr_per_round": psnrs,

@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fedcompress.federation.records import RoundRow
+
 __all__ = ["PSNR_TIE_DB", "finite", "pareto_front", "summarize"]
 
 PSNR_TIE_DB = 0.05  # PSNR differences below this are ties on the Pareto front
@@ -54,9 +56,9 @@ def _rounds_curve(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float
     for r in records:
         if r["final"].get("psnr_initial") is not None:
             per_round.setdefault(0, []).append(r["final"]["psnr_initial"])
-        for row in r["rounds"]:
-            if row.get("psnr") is not None:
-                per_round.setdefault(int(row["round"]), []).append(float(row["psnr"]))
+        for row in map(RoundRow.from_dict, r["rounds"]):
+            if row.psnr is not None:
+                per_round.setdefault(int(row.round), []).append(float(row.psnr))
     return [(k, statistics.fmean(v)) for k, v in sorted(per_round.items())]
 
 

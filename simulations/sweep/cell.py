@@ -19,10 +19,11 @@ from __future__ import annotations
 import json
 import traceback
 from pathlib import Path
-from typing import Any
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
+from fedcompress.federation.records import RunResult
+from fedcompress.federation.results import RESULT_FILE
 from simulations.baselines.flower_dp import check_flower_dp_config, run_flower_dp
 from simulations.processes import tie_to_parent
 
@@ -75,9 +76,9 @@ def cell_error(folder: Path, code: int) -> str:
     return f"cell process exited with code {code}: " + " | ".join(tail)
 
 
-def read_cell_result(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The cell's ``result.json`` when its run finished (completed or budget exhausted), else the error."""
-    path = folder / "result.json"  # fedcompress.federation.results.RESULT_FILE
+def read_cell_result(folder: Path) -> tuple[RunResult | None, str | None]:
+    """The cell's result when its run finished (completed or budget exhausted), else the error."""
+    path = folder / RESULT_FILE
     try:
         result = json.loads(path.read_text())
     except FileNotFoundError:
@@ -87,4 +88,7 @@ def read_cell_result(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(result, dict) or result.get("status") not in ("completed", "budget_exhausted"):
         status = result.get("status") if isinstance(result, dict) else None
         return None, f"run ended with status {status!r}: {result.get('message', '') if status else ''}"
-    return result, None
+    try:
+        return RunResult.from_dict(result), None
+    except ValueError as e:
+        return None, f"{path} is unreadable: {e}"

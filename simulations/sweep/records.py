@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedcompress.config import RunConfig
+from fedcompress.federation.records import RunResult
 
 __all__ = [
     "FINAL_KEYS",
@@ -180,29 +181,31 @@ def _identity(cell: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_record(cell: Mapping[str, Any], result: Mapping[str, Any], *, wall_seconds: float) -> dict[str, Any]:
-    """The store record of a finished cell from its ``result.json`` contents.
+def build_record(
+    cell: Mapping[str, Any], result: RunResult | Mapping[str, Any], *, wall_seconds: float
+) -> dict[str, Any]:
+    """The store record of a finished cell from its result.
 
     Parameters
     ----------
     cell : Mapping
         ``id``, ``runner``, ``label`` and ``config`` (a RunConfig or kebab-case mapping) of the cell.
-    result : Mapping
-        The parsed ``result.json`` (see ``fedcompress.federation.results``).
+    result : RunResult or Mapping
+        Its result, or the parsed ``result.json`` (read with :meth:`RunResult.from_dict`).
     wall_seconds : float
         Wall-clock time of the whole cell, process start-up included.
     """
-    privacy = dict(result.get("privacy") or {})
+    run = result if isinstance(result, RunResult) else RunResult.from_dict(result)
     return {
         **_identity(cell),
         "status": "ok",
         "error": None,
-        "run_status": result.get("status"),
-        "final": {k: (result.get("final") or {}).get(k) for k in FINAL_KEYS},
-        "rounds": [{k: row.get(k) for k in ROUND_KEYS} for row in result.get("rounds", [])],
+        "run_status": run.status,
+        "final": {k: run.final.get(k) for k in FINAL_KEYS},
+        "rounds": [{k: getattr(row, k) for k in ROUND_KEYS} for row in run.rounds],
         "privacy": {
-            **{k: privacy.get(k) for k in PRIVACY_KEYS},
-            "ledger_entries": len(privacy.get("ledger", [])),
+            **{k: run.privacy.get(k) for k in PRIVACY_KEYS},
+            "ledger_entries": len(run.privacy.get("ledger", [])),
         },
         "wall_seconds": round(float(wall_seconds), 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
