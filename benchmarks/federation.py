@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fedcompress.bench.federation import main
+from simulations.bench.federation import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

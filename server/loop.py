@@ -32,11 +32,12 @@ from fedcompress.federation.checkpoint import (
     save_privacy_state,
 )
 from fedcompress.federation.evaluation import Evaluator
+from fedcompress.federation.records import RoundRow, RunResult, Scores, ServerChecks
 from fedcompress.federation.results import RESULT_FILE, RunRecorder, format_table
 from fedcompress.federation.sampling import sample_clients
 from fedcompress.federation.server_optimizer import ServerOptimizer
 from fedcompress.federation.weights import initial_weights, save_arrays
-from fedcompress.privacy import PrivacyLedger, check_order
+from fedcompress.privacy import LedgerEntry, PrivacyLedger, check_order
 from fedcompress.privacy.mechanisms import ServerMechanism, server_mechanism
 from server.records import payload_record
 from server.replies import send_and_collect
@@ -77,7 +78,7 @@ def _refuse_seeded_noise_outside_simulation(grid: Grid, cfg: RunConfig) -> None:
         )
 
 
-def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
+def run_server(grid: Grid, cfg: RunConfig) -> RunResult:
     """Run the whole federation and return the written result."""
     # --- set-up ---------------------------------------------------------------------------------------
     check_order(cfg)
@@ -168,8 +169,8 @@ def run_server(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
                 print(message, flush=True)
                 break
         # --- evaluate, record, checkpoint ------------------------------------------------------------
-        row = _round_row(server_round, evaluator(weights), outcome, len(payload) * len(messages), time.monotonic() - t0)
-        row["epsilon"] = None if entry is None else entry.epsilon
+        seconds = time.monotonic() - t0
+        row = _round_row(server_round, evaluator(weights), outcome, len(payload) * len(messages), seconds, entry)
         recorder.record_round(mechanism.public_row(row), cfg.num_rounds)
         save_checkpoint(
             out,
@@ -244,24 +245,32 @@ def _load_privacy(mechanism: ServerMechanism, out: Path) -> None:
 
 
 def _round_row(
-    server_round: int, scores: dict[str, float], outcome: RoundOutcome, downlink_bytes: int, seconds: float
-) -> dict[str, Any]:
+    server_round: int,
+    scores: Scores,
+    outcome: RoundOutcome,
+    downlink_bytes: int,
+    seconds: float,
+    entry: LedgerEntry | None,
+) -> RoundRow:
     decoded, metrics = outcome.decoded, outcome.client_metrics
-    return {
-        "round": server_round,
+    return RoundRow(
+        round=server_round,
         **scores,
-        "uplink_bytes": decoded.uplink_bytes,
-        "downlink_bytes": downlink_bytes,
-        "dense_uplink_bytes": int(sum(m.get("dense-bytes", 0) for m in metrics.values())),
-        "clients_ok": outcome.aggregated,
-        "clients_failed": len(decoded.failures),
-        "failures": {str(k): v for k, v in sorted(decoded.failures.items())},
-        "guard_bound": outcome.guard.bound if math.isfinite(outcome.guard.bound) else None,
-        "guarded": {str(k): v for k, v in sorted(outcome.guard.verdicts.items())},
-        "seconds": seconds,
-        "skipped": outcome.skipped,
-        "client_epsilon_reported": max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),
-    }
+        uplink_bytes=decoded.uplink_bytes,
+        downlink_bytes=downlink_bytes,
+        dense_uplink_bytes=int(sum(m.get("dense-bytes", 0) for m in metrics.values())),
+        clients_ok=outcome.aggregated,
+        clients_failed=len(decoded.failures),
+        seconds=seconds,
+        skipped=outcome.skipped,
+        epsilon=None if entry is None else entry.epsilon,
+        checks=ServerChecks(
+            failures={str(k): v for k, v in sorted(decoded.failures.items())},
+            guard_bound=outcome.guard.bound if math.isfinite(outcome.guard.bound) else None,
+            guarded={str(k): v for k, v in sorted(outcome.guard.verdicts.items())},
+            client_epsilon_reported=max((m["epsilon"] for m in metrics.values() if "epsilon" in m), default=None),
+        ),
+    )
 
 
 def _distill(weights: dict[str, Any], cfg: RunConfig, out: Path) -> dict[str, Any]:

@@ -3,10 +3,10 @@
     python -m simulations.example_sweep --out runs/example                 # 3 codecs x 2 privacy settings
     python -m simulations.example_sweep --out runs/example --codecs ultra --rounds 1 --quick
 
-It runs one federation per setting with :func:`simulations.simulate.simulate` (each returns the parsed
+It runs one federation per setting with :func:`simulations.simulate` (each returns the parsed
 ``result.json``: ``rounds``, ``final``, ``privacy``), turns every result into a store record
-(:func:`simulations.store.build_record`), summarises them like a sweep (:func:`simulations.report.summarize`)
-and draws PSNR against uplink bytes with the report's own plot (:func:`simulations.plots.plot_psnr_vs_uplink`).
+(:func:`simulations.build_record`), summarises them like a sweep (:func:`simulations.summarize`) and draws
+PSNR against uplink bytes with the report's own plot (:func:`simulations.plot_psnr_vs_uplink`).
 Runs go to ``OUT/<label>/``; the plot to ``OUT/psnr_vs_uplink.png``. Runs in one process, one after another:
 for hundreds of cells use ``fedcompress sweep`` (resumable, one process per cell).
 """
@@ -21,10 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig
-from simulations.plots import plot_psnr_vs_uplink
-from simulations.report import summarize
-from simulations.simulate import simulate
-from simulations.store import build_record, cell_id
+from simulations import build_record, cell_id, plot_psnr_vs_uplink, simulate, summarize
 
 __all__ = ["main", "run_example"]
 

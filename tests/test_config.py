@@ -116,7 +116,7 @@ def test_the_settings_command_prints_a_file_that_config_reads_back(tmp_path):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "fedcompress.cli", "settings", "--set", "codec=aggressive", "--set", "num-rounds=3"],
+        [sys.executable, "-m", "simulations.cli", "settings", "--set", "codec=aggressive", "--set", "num-rounds=3"],
         capture_output=True,
         text=True,
         check=True,

@@ -26,7 +26,7 @@ def _model_shapes(width: int) -> list[tuple[int, ...]]:
 
 
 def _simulate(out: Path, settings: dict) -> dict:
-    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(out)]
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "--out", str(out)]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -124,7 +124,7 @@ def test_a_killed_private_run_charges_the_round_it_had_sent(tmp_path):
     out = tmp_path / "killed"
     settings = {"num-clients": 3, "num-rounds": 4, "samples-per-client": 16, "test-samples": 16}
     settings |= {"dp": "sample", "noise-multiplier": 2.0, "local-epochs": 1}
-    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(out)]
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "--out", str(out)]
     cmd += [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -159,7 +159,7 @@ def test_a_killed_private_run_charges_the_round_it_had_sent(tmp_path):
 
 def test_a_refusing_client_is_one_line_each_without_engine_tracebacks(tmp_path):
     """Quiet by default: a client past its own budget gives one line per client, not Ray's tracebacks."""
-    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "--out", str(tmp_path / "run")]
     # delta 1e-3 for the run, but each site holds its own max-epsilon 10 at delta 1e-5: round 2 is refused.
     settings = {
         "num-clients": 2,

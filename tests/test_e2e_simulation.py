@@ -26,7 +26,7 @@ def _env() -> dict[str, str]:
 
 
 def _simulate_cmd(out: Path, settings: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "fedcompress.cli", "simulate", "--out", str(out)]
+    cmd = [sys.executable, "-m", "simulations.cli", "simulate", "--out", str(out)]
     for item in settings:
         cmd += ["--set", item]
     return cmd
@@ -64,7 +64,7 @@ def test_misbehaving_clients_are_counted_and_the_run_completes(tmp_path):
     assert [int(r["round"]) for r in table] == [0, 1, 2, 3, 4, 5]  # round 0: the untrained model
     assert [float(r["psnr"]) for r in table] == [result["baseline"]["psnr"]] + [r["psnr"] for r in rounds]
     assert "injected crash" in json.loads(table[1]["failures"])["1"]
-    report = _run([sys.executable, "-m", "fedcompress.cli", "report", str(out)])  # a run folder, not a sweep
+    report = _run([sys.executable, "-m", "simulations.cli", "report", str(out)])  # a run folder, not a sweep
     assert "report.md" in report.stdout and (out / "plots" / "rounds.png").stat().st_size > 10_000
     assert "| 5 |" in (out / "report.md").read_text()
 

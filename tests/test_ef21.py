@@ -109,7 +109,7 @@ def test_setting_accepts_old_booleans_and_refuses_dp_keep():
 
 def test_records_and_checkpoints_from_the_boolean_days_keep_their_identity():
     from fedcompress.config import upgrade_settings
-    from simulations.store import cell_id
+    from simulations.sweep import cell_id
 
     old = {**RunConfig().to_dict(), "error-feedback": True, "codec": "aggressive"}
     new = {**RunConfig().to_dict(), "codec": "aggressive"}

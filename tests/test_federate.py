@@ -2,6 +2,7 @@
 
 import math
 import os
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -10,16 +11,16 @@ from cryptography import x509
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import RunError
-from simulations import federate as fed_module
-from simulations.federate import (
+from simulations.deploy import (
     APP_ROOT,
+    CONNECTION,
     MAX_SUPERNODES,
     TOKEN_VARIABLE,
     federate,
+    make_certificates,
     stage_app,
 )
 from simulations.processes import process_alive
-from simulations.tls import make_certificates
 
 TINY = {
     "num_clients": 2,
@@ -62,8 +63,8 @@ def no_processes(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"a process was started: {args}")
 
-    monkeypatch.setattr(fed_module.subprocess, "Popen", refuse)
-    monkeypatch.setattr(fed_module.subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
 
 
 @pytest.mark.parametrize(
@@ -114,7 +115,7 @@ def test_an_out_dir_that_is_a_file_is_a_value_error_naming_it(tmp_path, no_proce
 
 
 def test_the_command_line_turns_a_file_out_dir_into_one_line_and_exit_code_2(tmp_path, no_processes, capsys):
-    from fedcompress.cli import main
+    from simulations.cli import main
 
     existing = tmp_path / "a-file"
     existing.write_text("")
@@ -198,7 +199,7 @@ def test_over_tls_a_crashing_server_app_is_a_run_error_not_a_success(tmp_path):
     with pytest.raises(RunError, match="finished:failed") as caught:
         federate(tiny(out, num_rounds=1, dataset=str(tmp_path / "missing.npz")), tls=True, timeout=600)
     assert "missing.npz" in str(caught.value)  # the ServerApp's own error reaches the caller
-    connection = tomllib.loads((out / ".flwr" / "config.toml").read_text())["superlink"][fed_module.CONNECTION]
+    connection = tomllib.loads((out / ".flwr" / "config.toml").read_text())["superlink"][CONNECTION]
     assert connection["root-certificates"] == str(out / "certs" / "ca.pem")
     assert "insecure" not in connection
     assert (out / "logs" / "superlink.log").read_text().count("/v1/fleet/activate-node") == 2  # joined over TLS

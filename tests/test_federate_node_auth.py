@@ -8,9 +8,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 from test_federate import assert_nothing_left
 
-from simulations import federate as fed_module
-from simulations.federate import LocalFederation
-from simulations.node_auth import make_node_key, make_node_keys
+from simulations.deploy import LocalFederation, make_node_key, make_node_keys
+from simulations.deploy.tools import flower_tool, free_ports
 from simulations.processes import strip_colours
 
 OPEN_TO_ANY = "will accept connections from any SuperNode"
@@ -87,9 +86,9 @@ def test_a_stranger_supernode_is_refused_and_only_registered_nodes_are_listed(tm
         assert OPEN_TO_ANY not in superlink_log.read_text()
         (own_id,) = fed.node_ids
         assert fed.certs is not None  # node authentication turned TLS on
-        base = [fed_module._tool("flower-supernode"), "--superlink", f"127.0.0.1:{fed.port}", "--host", "127.0.0.1"]
+        base = [flower_tool("flower-supernode"), "--superlink", f"127.0.0.1:{fed.port}", "--host", "127.0.0.1"]
         base += ["--root-certificates", str(fed.certs.ca_cert)]
-        with_key, keyless = fed_module._free_ports(2)
+        with_key, keyless = free_ports(2)
         fed.procs.start(
             "stranger-key",
             [*base, "--port", str(with_key), "--auth-supernode-private-key", str(stranger_key.private_key)],

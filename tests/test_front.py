@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from simulations import store
-from simulations.front import front_rows, write_front
+from simulations.report import front_rows, write_front
+from simulations.sweep import store
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "store"
@@ -58,7 +58,7 @@ def test_the_front_files_load_and_the_plots_decode(folder):
 
 
 def _front_report(folder: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "fedcompress.cli", "bench", "front", "--report-only", "--out", str(folder)]
+    command = [sys.executable, "-m", "simulations.cli", "bench", "front", "--report-only", "--out", str(folder)]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 

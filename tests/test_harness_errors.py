@@ -13,8 +13,8 @@ import pytest
 from fedcompress.config import RunConfig
 from fedcompress.federation.checkpoint import CHECKPOINT_FILE, Checkpoint, save_checkpoint
 from fedcompress.files import FolderLock
-from simulations import store
-from simulations.simulate import RUN_LOCK
+from simulations.run import RUN_LOCK
+from simulations.sweep import records, store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["num-clients=2", "num-rounds=1", "samples-per-client=16", "test-samples=16", "width=4"]
@@ -28,7 +28,7 @@ def fedcompress(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     }
-    cmd = [sys.executable, "-m", "fedcompress.cli", *args]
+    cmd = [sys.executable, "-m", "simulations.cli", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -71,8 +71,8 @@ def _cell() -> dict[str, Any]:
 @pytest.mark.parametrize("missing", ["config", "status"])
 def test_report_on_a_record_without_a_key_names_the_line_and_the_key(tmp_path, missing):
     cell = _cell()
-    store.append_record(tmp_path, store.failed_record(cell, "boom", wall_seconds=1.0))
-    record = store.failed_record({**cell, "id": "def"}, "boom", wall_seconds=1.0)
+    store.append_record(tmp_path, records.failed_record(cell, "boom", wall_seconds=1.0))
+    record = records.failed_record({**cell, "id": "def"}, "boom", wall_seconds=1.0)
     del record[missing]
     store.append_record(tmp_path, record)
     line = one_error_line(fedcompress("report", str(tmp_path), home=tmp_path), "report")
@@ -82,7 +82,7 @@ def test_report_on_a_record_without_a_key_names_the_line_and_the_key(tmp_path, m
 def test_report_on_a_record_without_a_setting_it_reads_names_it(tmp_path):
     cell = _cell()
     del cell["config"]["dp"]
-    store.append_record(tmp_path, store.failed_record(cell, "boom", wall_seconds=1.0))
+    store.append_record(tmp_path, records.failed_record(cell, "boom", wall_seconds=1.0))
     line = one_error_line(fedcompress("report", str(tmp_path), home=tmp_path), "report")
     assert "line 1" in line and "'dp'" in line
 

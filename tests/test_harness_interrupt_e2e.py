@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from fedcompress.federation.checkpoint import load_checkpoint
-from simulations import store
 from simulations.processes import process_alive, session_members
-from simulations.sweep import _SweepLock, load_grid
+from simulations.sweep import SweepLock, load_grid, store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def test_sigterm_stops_the_cell_frees_the_lock_and_a_rerun_resumes_from_the_chec
     assert "interrupted" in stdout + stderr and "Traceback" not in stderr
     assert session_members(leader) == []
     assert [pid for pid, started in members.items() if process_alive(pid, started)] == []
-    with _SweepLock(out):
+    with SweepLock(out):
         pass
     assert store.read_records(out) == []  # interrupted, not failed: the rerun runs it
     saved = load_checkpoint(folder)

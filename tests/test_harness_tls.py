@@ -4,7 +4,7 @@ import stat
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from simulations.tls import make_certificates
+from simulations.deploy import make_certificates
 
 
 def _mode(path) -> int:

@@ -13,6 +13,7 @@ from fedcompress.errors import ConfigError, PrivacyPolicyError, RunError
 from fedcompress.federation import downlink
 from fedcompress.federation.client_round import run_client_round
 from fedcompress.federation.client_state import SavedState
+from fedcompress.federation.records import RoundRow
 from fedcompress.federation.weights import initial_weights
 from fedcompress.privacy import ClientPolicy, NoiseSource, add_noise, clip_update, epsilon
 from fedcompress.privacy.mechanisms import (
@@ -185,11 +186,13 @@ def test_local_noise_claims_no_amplification_and_central_steps_every_round():
 
 def test_central_results_withhold_participation_and_raw_update_sizes_unless_release_all():
     cfg = RunConfig(dp="client", dp_noise="central", client_sampling="poisson", noise_multiplier=1.0)
-    row = {"round": 1, "uplink_bytes": 10, "dense_uplink_bytes": 20, "downlink_bytes": 30, "clients_ok": 2,
-           "clients_failed": 1, "failures": {"3": "timeout"}, "psnr": 20.0}  # fmt: skip
+    row = RoundRow.from_dict(
+        {"round": 1, "uplink_bytes": 10, "dense_uplink_bytes": 20, "downlink_bytes": 30, "clients_ok": 2,
+         "clients_failed": 1, "failures": {"3": "timeout"}, "guarded": {"4": "norm 9 > 1"}, "psnr": 20.0}
+    )  # fmt: skip
     public = server_mechanism(cfg).public_row(row)
-    assert public["uplink_bytes"] is None and public["clients_ok"] is None and public["failures"] == {}
-    assert public["psnr"] == 20.0
+    assert public.uplink_bytes is None and public.clients_ok is None and public.psnr == 20.0
+    assert public.checks is not None and public.checks.failures == {} and public.checks.guarded == {}
     assert server_mechanism(cfg.replace(release="all")).public_row(row) == row
     assert cfg.minimal_release and not RunConfig().minimal_release  # "auto": minimal exactly when private
 

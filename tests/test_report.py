@@ -11,8 +11,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from simulations import store
 from simulations.report import pareto_front, render_report, summarize
+from simulations.sweep import store
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "store"
@@ -108,7 +108,7 @@ def test_audits_with_a_dp_condition_get_a_leakage_plot(rendered):
 
 
 def test_leakage_plot_draws_only_the_defended_target_and_skips_an_audit_without_dp(tmp_path):
-    from simulations.plots import leakage_curves, plot_leakage_vs_epsilon
+    from simulations.report import leakage_curves, plot_leakage_vs_epsilon
 
     row = {"codec": "none", "batch_size": 1, "local_steps": 1, "psnr_mean": 20.0, "baseline_psnr_mean": 15.0}
     rows = [

@@ -13,8 +13,7 @@ import pytest
 
 from fedcompress.config import RunConfig
 from fedcompress.errors import ConfigError
-from simulations import store
-from simulations.sweep import SweepRunner, load_grid
+from simulations.sweep import SweepRunner, load_grid, records, store
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ROOT / "simulations" / "grids"
@@ -26,8 +25,8 @@ FAKE_CELL = textwrap.dedent(
     """
     import json, os, subprocess, sys, time
     from pathlib import Path
-    from simulations.baselines import _end_with_parent
-    _end_with_parent()
+    from simulations.processes import tie_to_parent
+    tie_to_parent()
     folder = Path(sys.argv[1])
     spec = json.loads((folder / "cell.json").read_text())
     cfg = spec["config"]
@@ -105,7 +104,7 @@ def test_tradeoff_grid_has_three_seeds_per_configuration_and_both_baselines():
     sweep = load_grid(GRIDS / "tradeoff.toml")
     per_config: dict[str, set[int]] = {}
     for cell in sweep.cells:
-        per_config.setdefault(store.series_key(cell.runner, cell.config.to_dict()), set()).add(cell.config.seed)
+        per_config.setdefault(records.series_key(cell.runner, cell.config.to_dict()), set()).add(cell.config.seed)
     assert all(len(seeds) >= 3 for seeds in per_config.values())
     assert any(c.runner == "flower-dp" for c in sweep.cells)
     assert any(c.config.dp == "none" and c.config.codec == "none" for c in sweep.cells)
@@ -203,18 +202,18 @@ def test_bad_grid_fails_before_anything_runs(tmp_path):
 def test_cell_id_ignores_out_dir_and_key_order_but_not_settings():
     a = {"codec": "none", "seed": 0, "out-dir": "/x"}
     b = {"out-dir": "/y", "seed": 0, "codec": "none"}
-    assert store.cell_id("simulate", a) == store.cell_id("simulate", b)
-    assert store.cell_id("simulate", a) != store.cell_id("flower-dp", a)
-    assert store.cell_id("simulate", a) != store.cell_id("simulate", {**a, "seed": 1})
-    assert store.series_key("simulate", a) == store.series_key("simulate", {**a, "seed": 1})
+    assert records.cell_id("simulate", a) == records.cell_id("simulate", b)
+    assert records.cell_id("simulate", a) != records.cell_id("flower-dp", a)
+    assert records.cell_id("simulate", a) != records.cell_id("simulate", {**a, "seed": 1})
+    assert records.series_key("simulate", a) == records.series_key("simulate", {**a, "seed": 1})
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_record_survives(tmp_path):
     cell = {"id": "abc", "label": "x", "runner": "simulate", "config": {"seed": 0, "dp": "none"}}
-    store.append_record(tmp_path, store.failed_record(cell, "boom", wall_seconds=1.0))
+    store.append_record(tmp_path, records.failed_record(cell, "boom", wall_seconds=1.0))
     with open(tmp_path / store.STORE_FILE, "a") as f:
         f.write('{"schema": 1, "cell": "half')  # a writer killed mid-line
-    store.append_record(tmp_path, store.failed_record({**cell, "id": "def"}, "boom", wall_seconds=1.0))
+    store.append_record(tmp_path, records.failed_record({**cell, "id": "def"}, "boom", wall_seconds=1.0))
     assert [r["cell"] for r in store.read_records(tmp_path)] == ["abc", "def"]
 
 
@@ -326,7 +325,7 @@ def _sweep_in_a_process(grid: Path, out: Path) -> subprocess.Popen[str]:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_sweep_leaves_nothing_of_its_cell_running_and_frees_its_lock(tmp_path, sig):
     from simulations.processes import process_alive, session_members
-    from simulations.sweep import _SweepLock
+    from simulations.sweep import SweepLock
 
     grid = write_grid(tmp_path, SMALL)
     out = tmp_path / "out"
@@ -351,7 +350,7 @@ def test_a_stopped_sweep_leaves_nothing_of_its_cell_running_and_frees_its_lock(t
         assert "interrupted" in proc.stdout.read()
     assert session_members(cell) == []
     assert not any(process_alive(pid) for pid in (cell, *children))
-    with _SweepLock(out):  # the lock is free again
+    with SweepLock(out):  # the lock is free again
         pass
     assert store.read_records(out) == []  # an interrupted cell is not a failed one: a rerun runs it
 
@@ -394,18 +393,18 @@ def test_a_killed_sweep_loses_only_the_running_cell(tmp_path):
 
 def test_a_second_sweep_on_the_same_folder_is_refused_while_one_runs(tmp_path):
     from fedcompress.errors import RunError
-    from simulations.sweep import _SweepLock
+    from simulations.sweep import SweepLock
 
     out = tmp_path / "out"
     out.mkdir()
-    with _SweepLock(out), pytest.raises(RunError, match="another sweep"):
+    with SweepLock(out), pytest.raises(RunError, match="another sweep"):
         SweepRunner(load_grid(write_grid(tmp_path, SMALL)), out, command=fake_command).run()
 
 
 def test_register_adds_sweep_and_report_subcommands_for_the_cli():
     import argparse
 
-    from simulations import report, sweep
+    from simulations.commands import report, sweep
 
     parser = argparse.ArgumentParser(prog="fedcompress")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -418,7 +417,7 @@ def test_register_adds_sweep_and_report_subcommands_for_the_cli():
 
 
 def test_dry_run_lists_cells_and_runs_nothing(tmp_path, capsys):
-    from simulations.sweep import main
+    from simulations.commands.sweep import main
 
     grid = write_grid(tmp_path, SMALL)
     assert main([str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
@@ -427,10 +426,10 @@ def test_dry_run_lists_cells_and_runs_nothing(tmp_path, capsys):
 
 
 def test_eta_counts_each_finished_round_once(tmp_path):
-    from simulations.sweep import _Progress
+    from simulations.sweep import Progress
 
     sweep = load_grid(write_grid(tmp_path, SMALL))  # 5 cells of 2 rounds
-    progress = _Progress(sweep.cells)
+    progress = Progress(sweep.cells)
     assert progress.eta() is None
     progress.start_cell()
     progress.round_done(2)
@@ -464,7 +463,7 @@ def test_cells_run_with_single_threaded_blas_unless_the_user_says_otherwise(tmp_
 
 
 def test_a_store_written_before_a_setting_existed_still_knows_its_cells():
-    from simulations.store import cell_id, latest_records
+    from simulations.sweep import cell_id, latest_records
 
     config = RunConfig(codec="ultra", seed=3).to_dict()
     older = {k: v for k, v in config.items() if k not in ("server-optimizer", "dp-keep")}  # before those settings

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations import store
 from simulations.report import render_report
+from simulations.sweep import store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]

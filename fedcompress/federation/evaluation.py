@@ -16,6 +16,7 @@ from fedcompress.config import RunConfig
 from fedcompress.data import test_data_for
 from fedcompress.data.real import real_test_data
 from fedcompress.devices import resolve_device
+from fedcompress.federation.records import Scores, as_scores
 from fedcompress.models import build_model
 from fedcompress.training import evaluate
 
@@ -33,11 +34,11 @@ class Evaluator:
         )
         self.model = build_model(cfg.model, width=cfg.width).to(resolve_device(cfg.device))
 
-    def __call__(self, weights: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def __call__(self, weights: Mapping[str, np.ndarray]) -> Scores:
         """PSNR/SSIM/loss of ``weights`` on the test set, and PSNR/SSIM on the real patches (``real_*``)."""
         self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         scores = {k: float(v) for k, v in evaluate(self.model, self.data).items()}
         if self.real is not None:
             real = evaluate(self.model, self.real)
             scores |= {f"real_{k}": float(real[k]) for k in ("psnr", "ssim", "psnr_noisy")}
-        return scores
+        return as_scores(scores)

@@ -21,7 +21,7 @@ from fedcompress.codec import encode
 from fedcompress.config import RunConfig
 from server.app import build_server_app
 from server.records import payload_from_record, payload_record
-from simulations.flower_env import prepare_flower_env
+from simulations.deploy import prepare_flower_env
 
 
 def garbage(kind: int, good: bytes) -> bytes:

@@ -12,7 +12,7 @@ from flwr.simulation import run_simulation
 from clients.app import build_client_app
 from fedcompress.config import RunConfig
 from server.app import build_server_app
-from simulations.flower_env import prepare_flower_env
+from simulations.deploy import prepare_flower_env
 
 out = Path(sys.argv[1])
 cfg = RunConfig(

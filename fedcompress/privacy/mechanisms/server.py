@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from fedcompress.privacy.policy import ClientPolicy
 from fedcompress.privacy.randomness import NoiseSource
 from fedcompress.seeding import numpy_rng
 from fedcompress.tensors import weighted_mean
+
+if TYPE_CHECKING:
+    from fedcompress.federation.records import RoundRow
 
 __all__ = ["CentralNoiseServer", "LocalNoiseServer", "SampleLevelServer", "ServerMechanism"]
 
@@ -101,7 +104,7 @@ class ServerMechanism:
     def check_reported(self, metrics: Mapping[int, Mapping[str, float]]) -> None:
         """Fail (``RunError``) if a client reports having spent more than the ledger says."""
 
-    def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def public_row(self, row: RoundRow) -> RoundRow:
         """What ``result.json`` may publish of a round's row."""
         return row
 
@@ -320,12 +323,9 @@ class CentralNoiseServer(_AccountedServer):
         """One accountant for the whole federation."""
         return self._entry(server_round, self.released, self.released, ())
 
-    def public_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def public_row(self, row: RoundRow) -> RoundRow:
         """Withhold participation and data-dependent byte counts unless ``release = "all"``."""
-        if not self.cfg.minimal_release:
-            return row
-        hidden = ("uplink_bytes", "dense_uplink_bytes", "downlink_bytes", "clients_ok", "clients_failed")
-        return {**row, **dict.fromkeys(hidden), "failures": {}, "guarded": {}}
+        return row.withheld() if self.cfg.minimal_release else row
 
     def state_dict(self) -> dict[str, Any]:
         """Releases so far and the noise multiplier."""

@@ -75,7 +75,7 @@ def time_local_epochs(repeats: int = 7) -> dict[str, Any]:
 
 
 def _federation_rows(epsilons: Sequence[float], work: Path) -> list[dict[str, Any]]:
-    from fedcompress.bench.federation import run_cell
+    from simulations.bench.federation import run_cell
 
     rows = []
     cells: list[tuple[str, dict[str, Any]]] = [("none", {})] + [

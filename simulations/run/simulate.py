@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fedcompress.config import RunConfig
-from fedcompress.errors import ConfigError, RunError
+from fedcompress.errors import RunError
 from fedcompress.federation.results import read_result
 from fedcompress.files import FolderLock
-from simulations.flower_env import prepare_flower_env
+from simulations.deploy.flower_env import prepare_flower_env
+from simulations.run.folder import RUN_LOCK, check_run_folder, default_out_dir, make_run_folder
 
-__all__ = ["RUN_LOCK", "check_run_folder", "default_out_dir", "run_apps", "simulate"]
-
-RUN_LOCK = ".run.lock"  # file name of a run folder's lock
-
-
-def default_out_dir() -> Path:
-    """A fresh run folder under ./runs."""
-    return (Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")).resolve()
+__all__ = ["run_apps", "simulate"]
 
 
 def simulate(
@@ -65,43 +58,6 @@ def simulate(
     if result["status"] == "running":
         raise RunError(f"the simulation stopped before finishing (status 'running' in {out / 'result.json'})")
     return result
-
-
-def _make_folder(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out-dir {str(out)!r} is a file, not a folder; choose a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create out-dir {str(out)!r}: {e.strerror or e}") from e
-
-
-def check_run_folder(cfg: RunConfig) -> None:
-    """Refuse, in one line (``ConfigError``), a run folder the server would refuse once Ray is up.
-
-    Without ``resume``: a folder that already holds a run. With it: a corrupt checkpoint or privacy state.
-    """
-    from fedcompress.federation.checkpoint import (
-        CHECKPOINT_FILE,
-        PRIVACY_STATE_FILE,
-        load_checkpoint,
-        load_privacy_state,
-    )
-    from server.loop import resolve_out_dir
-
-    out = Path(cfg.out_dir)
-    resolve_out_dir(cfg)
-    if not cfg.resume:
-        return
-    for name, load in ((CHECKPOINT_FILE, load_checkpoint), (PRIVACY_STATE_FILE, load_privacy_state)):
-        if not (out / name).is_file():
-            continue
-        try:
-            load(out)
-        except ValueError as e:  # the checkpoint's message says it is corrupt; a JSON error names no file
-            reason = " ".join(str(e).split())
-            shown = reason if str(out / name) in reason else f"{name} is corrupt ({reason})"
-            raise ConfigError(f"cannot resume {out}: {shown}") from e
 
 
 class _DropKnownNotices(logging.Filter):
@@ -167,7 +123,7 @@ def run_apps(
     from flwr.simulation import run_simulation
 
     out = Path(cfg.out_dir)
-    _make_folder(out)
+    make_run_folder(out)
     with FolderLock(out, name=RUN_LOCK, what="run"):
         check_run_folder(cfg)
         prepare_flower_env(out / ".flwr")

@@ -1,9 +1,6 @@
-"""``fedcompress bench front``: which codec keeps quality at the fewest uplink bytes, on a workload that learns.
+"""The compression front from a sweep's store: which codec keeps quality at the fewest uplink bytes.
 
-The workload is ``simulations/grids/front.toml`` (10 sites x 2000 phantoms, every site every round, dense
-float32 FedAvg beside every codec, then the private rows); ``--quick`` runs ``front-quick.toml`` (the same cells
-on a small workload, minutes on 2 cores). The cells run as a sweep into ``--out`` (resumable: a rerun runs only
-what is missing), then the front is written from the store:
+Written into the sweep folder by ``fedcompress bench front`` (:mod:`simulations.bench.front`):
 
 - ``front.md``: per cell, uplink bytes per client per round, ratio vs float32, final and best PSNR, the gap to
   its dense reference at the same privacy, seconds per round, and the privacy line;
@@ -17,21 +14,18 @@ settings and seed; the ratio is always against float32 (``dense_uplink_bytes``),
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedcompress.config import parse_overrides
-from simulations.plots import bytes_axis, legend_outside, min_span
-from simulations.store import latest_records, read_records
+from fedcompress.federation.records import RoundRow
+from simulations.report.plots import bytes_axis, legend_outside, min_span
+from simulations.sweep.store import latest_records, read_records
 
-__all__ = ["front_rows", "main", "write_front"]
+__all__ = ["front_rows", "write_front"]
 
-GRIDS = Path(__file__).resolve().parent / "grids"
 _PRIVACY_KEYS = ("dp", "dp-noise", "target-epsilon", "noise-multiplier", "clip-norm")
 
 
@@ -58,11 +52,12 @@ def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for record in records:
         if record.get("status") != "ok" or not record.get("rounds"):
             continue
-        cfg, final, rounds = record["config"], record["final"], record["rounds"]
-        clients = sum(int(r.get("clients_ok") or 0) for r in rounds)
+        cfg, final = record["config"], record["final"]
+        rounds = [RoundRow.from_dict(row) for row in record["rounds"]]
+        clients = sum(int(r.clients_ok or 0) for r in rounds)
         uplink = final.get("uplink_bytes")
         dense = final.get("dense_uplink_bytes")
-        psnrs = [float(r["psnr"]) for r in rounds if r.get("psnr") is not None]
+        psnrs = [float(r.psnr) for r in rounds if r.psnr is not None]
         rows.append(
             {
                 "label": record["label"],
@@ -75,7 +70,7 @@ def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "final_psnr": final["psnr"],
                 "best_psnr": max(psnrs) if psnrs else None,
                 "noisy_psnr": final.get("psnr_initial"),
-                "seconds_per_round": sum(float(r["seconds"]) for r in rounds) / len(rounds),
+                "seconds_per_round": sum(float(r.seconds or 0.0) for r in rounds) / len(rounds),
                 "epsilon": (record.get("privacy") or {}).get("epsilon"),
                 "privacy_line": (record.get("privacy") or {}).get("summary", ""),
                 "psnr_per_round": psnrs,
@@ -117,7 +112,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
-    import matplotlib.pyplot as plt  # Agg: simulations.plots (imported above) selects it
+    import matplotlib.pyplot as plt  # Agg: simulations.report.plots (imported above) selects it
 
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -185,28 +180,3 @@ def write_front(store_dir: str | Path) -> list[dict[str, Any]]:
             writer.writerow([*(r[k] for k in columns), *r["psnr_per_round"]])
     _plots(rows, out)
     return rows
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of the front benchmark."""
-    from simulations.sweep import load_grid, run_sweep
-
-    parser = argparse.ArgumentParser(prog="fedcompress bench front", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="sweep folder (resumable); the front files are written there")
-    parser.add_argument("--quick", action="store_true", help="the small workload (front-quick.toml), minutes")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting in every cell")
-    parser.add_argument("--report-only", action="store_true", help="write the front from the store; run nothing")
-    args = parser.parse_args(argv)
-    grid = GRIDS / ("front-quick.toml" if args.quick else "front.toml")
-    if not args.report_only:
-        code = run_sweep(load_grid(grid, parse_overrides(args.set)), args.out)
-        if code not in (0, 1):  # 1: some cell failed; the front still shows the others
-            return code
-    rows = write_front(args.out)
-    print(Path(args.out, "front.md").read_text(), end="")
-    print(f"front: {len(rows)} cells -> {args.out}/front.md, front.csv, front.png, rounds.png")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

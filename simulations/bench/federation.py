@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,25 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from simulations.processes import group_rss_bytes, start_session
+
 __all__ = ["main", "run_cell"]
 
 _BASE = {"num-rounds": 3, "samples-per-client": 64, "test-samples": 64, "seed": 0}
-
-
-def _group_rss_bytes(pgid: int) -> int:
-    """Summed resident memory of every process in a process group (Linux /proc)."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:  # field 5 of stat: pgrp
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24: rss in pages
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def run_cell(settings: dict[str, Any], out_dir: Path, *, cpus_per_client: float = 1.0) -> dict[str, Any]:
@@ -47,7 +32,7 @@ def run_cell(settings: dict[str, Any], out_dir: Path, *, cpus_per_client: float 
     args = [
         sys.executable,
         "-m",
-        "fedcompress.cli",
+        "simulations.cli",
         "simulate",
         "--out",
         str(out_dir),
@@ -56,14 +41,14 @@ def run_cell(settings: dict[str, Any], out_dir: Path, *, cpus_per_client: float 
     ]
     for key, value in settings.items():
         args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_session(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = 0
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, _group_rss_bytes(proc.pid))
+            peak = max(peak, group_rss_bytes(proc.pid))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)

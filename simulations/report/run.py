@@ -1,6 +1,6 @@
 """``fedcompress report RUN_DIR`` for one run: ``report.md`` and ``plots/rounds.png`` from its ``result.json``.
 
-A sweep folder (``results.jsonl``) gets the sweep report (:mod:`simulations.report`); a run folder gets this:
+A sweep folder (``results.jsonl``) gets the sweep report (:mod:`simulations.report.sweep`); a run folder gets this:
 the settings that shape the run, the rounds as a table, the final line with its ratio to float32, the privacy
 line (every epsilon with its delta, z, C, q, steps, accountant, level and threat model), and one figure: PSNR per
 round against the noisy input, and uplink bytes per round on a human-readable axis.
@@ -8,12 +8,13 @@ round against the noisy input, and uplink bytes per round on a human-readable ax
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedcompress.federation.records import RoundRow, RunResult
 from fedcompress.federation.results import RESULT_FILE, ROUNDS_FILE, read_result
-from simulations.plots import bytes_axis, human_bytes, legend_outside, min_span
+from simulations.report.plots import bytes_axis, human_bytes, legend_outside, min_span
 
 __all__ = ["render_run_report"]
 
@@ -35,22 +36,22 @@ _SHOWN = (
 )
 
 
-def _plot(rounds: Sequence[Mapping[str, Any]], noisy: float | None, path: Path) -> Path:
-    import matplotlib.pyplot as plt  # Agg: simulations.plots selects it
+def _plot(rounds: Sequence[RoundRow], noisy: float | None, path: Path) -> Path:
+    import matplotlib.pyplot as plt  # Agg: simulations.report.plots selects it
     from matplotlib.ticker import MaxNLocator
 
-    numbers = [r["round"] for r in rounds]
-    epsilons = [r.get("epsilon") for r in rounds]
+    numbers = [r.round for r in rounds]
+    epsilons = [r.epsilon for r in rounds]
     private = any(e is not None for e in epsilons)
     panels = 3 if private else 2
     fig, axes = plt.subplots(
         panels, 1, figsize=(7, 2.2 * panels + 1.6), sharex=True, height_ratios=(2,) + (1,) * (panels - 1)
     )
     top, bottom = axes[0], axes[-1]
-    top.plot(numbers, [r["psnr"] for r in rounds], marker="o", label="global model")
-    if any(r.get("real_psnr") is not None for r in rounds):
-        top.plot(numbers, [r.get("real_psnr") for r in rounds], marker="^", label="real CT/MR patches")
-        real_noisy = rounds[0].get("real_psnr_noisy")
+    top.plot(numbers, [r.psnr for r in rounds], marker="o", label="global model")
+    if any(r.real_psnr is not None for r in rounds):
+        top.plot(numbers, [r.real_psnr for r in rounds], marker="^", label="real CT/MR patches")
+        real_noisy = rounds[0].real_psnr_noisy
         if real_noisy is not None:
             top.axhline(real_noisy, color="tab:orange", linestyle=":", label="real patches, noisy input")
     if noisy is not None:
@@ -63,7 +64,7 @@ def _plot(rounds: Sequence[Mapping[str, Any]], noisy: float | None, path: Path) 
         axes[1].plot(numbers, [e for e in epsilons], marker="o", color="tab:red")
         axes[1].set_ylabel("epsilon so far")
         axes[1].grid(True, alpha=0.3)
-    uplink = [r.get("uplink_bytes") for r in rounds]
+    uplink = [r.uplink_bytes for r in rounds]
     if all(u is not None for u in uplink):
         bottom.bar(numbers, uplink, color="tab:green")
         bytes_axis(bottom.yaxis)
@@ -94,16 +95,16 @@ def _fmt(value: Any, spec: str) -> str:
 def render_run_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` and ``plots/rounds.png`` into a run folder; return the report's path."""
     run_dir = Path(run_dir)
-    result = read_result(run_dir)
-    rounds, final, cfg = result.get("rounds") or [], result.get("final") or {}, result.get("config") or {}
+    result = RunResult.from_dict(read_result(run_dir))
+    rounds, final, cfg = result.rounds, result.final, result.config
     if not rounds:
-        raise ValueError(f"{run_dir / RESULT_FILE} has no rounds yet (status {result.get('status')!r})")
+        raise ValueError(f"{run_dir / RESULT_FILE} has no rounds yet (status {result.status!r})")
     figure = _plot(rounds, final.get("psnr_initial"), run_dir / "plots" / "rounds.png")
     ratio = final.get("compression_ratio")
     lines = [
         f"# Run report: {run_dir.name}",
         "",
-        f"Status **{result.get('status')}**, {final.get('rounds_completed')} of {cfg.get('num-rounds')} rounds. "
+        f"Status **{result.status}**, {final.get('rounds_completed')} of {cfg.get('num-rounds')} rounds. "
         f"Final PSNR **{final['psnr']:.2f} dB** (noisy input {_fmt(final.get('psnr_initial'), '.2f')} dB), SSIM "
         f"{final['ssim']:.3f}; uplink {human_bytes(final.get('uplink_bytes'))} in all"
         + (f", {ratio:.1f}x fewer bytes than float32" if ratio else "")
@@ -130,11 +131,11 @@ def render_run_report(run_dir: str | Path) -> Path:
     ]
     for r in rounds:
         lines.append(
-            f"| {r['round']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {human_bytes(r.get('uplink_bytes'))} | "
-            f"{human_bytes(r.get('downlink_bytes'))} | {_fmt(r.get('clients_ok'), 'd')} | "
-            f"{_fmt(r.get('clients_failed'), 'd')} | {_fmt(r.get('epsilon'), '.3g')} | {r['seconds']:.1f} |"
+            f"| {r.round} | {r.psnr:.2f} | {r.ssim:.3f} | {human_bytes(r.uplink_bytes)} | "
+            f"{human_bytes(r.downlink_bytes)} | {_fmt(r.clients_ok, 'd')} | "
+            f"{_fmt(r.clients_failed, 'd')} | {_fmt(r.epsilon, '.3g')} | {r.seconds:.1f} |"
         )
-    summary = (result.get("privacy") or {}).get("summary")
+    summary = result.privacy.get("summary")
     lines += ["", "## Privacy", "", summary or "No differential privacy (no guarantee).", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

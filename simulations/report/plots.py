@@ -1,9 +1,9 @@
 """PNG plots of a sweep (matplotlib, Agg): PSNR vs epsilon, PSNR vs uplink bytes, Pareto front, rounds.
 
-Every function takes series summaries built by ``simulations.report`` (one per configuration, averaged over
-seeds: ``label``, ``codec``, ``privacy`` (a short privacy-setting name), ``private``, ``psnr``, ``psnr_std``,
-``epsilon``, ``uplink``, ``curve``) and a path, always writes a PNG (an empty plot says why it is empty) and
-returns the path.
+Every function takes series summaries built by :func:`simulations.report.summarize` (one per configuration,
+averaged over seeds: ``label``, ``codec``, ``privacy`` (a short privacy-setting name), ``private``, ``psnr``,
+``psnr_std``, ``epsilon``, ``uplink``, ``curve``) and a path, always writes a PNG (an empty plot says why it is
+empty) and returns the path.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 __all__ = [
     "bytes_axis",
     "human_bytes",
+    "leakage_curves",
     "legend_outside",
     "min_span",
     "plot_convergence",
+    "plot_leakage_vs_epsilon",
     "plot_pareto",
     "plot_psnr_vs_epsilon",
     "plot_psnr_vs_uplink",
