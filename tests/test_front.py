@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from simulations.report import front_rows, write_front
+from simulations.report import front_rows, seed_means, write_front
 from simulations.sweep import store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,22 @@ def test_each_cell_is_compared_with_the_dense_cell_of_its_own_privacy_and_seed()
     assert balanced["ratio_vs_float32"] == pytest.approx(final["dense_uplink_bytes"] / final["uplink_bytes"])
     clients = sum(r["clients_ok"] for r in record["rounds"])
     assert balanced["bytes_per_client_round"] == pytest.approx(final["uplink_bytes"] / clients)
+
+
+def test_seeds_of_one_cell_are_averaged_and_feedback_is_named():
+    row = {"label": "c", "privacy": "no DP", "codec": "ultra", "ratio_vs_float32": 300.0}
+    rows = [
+        {**row, "seed": 0, "final_psnr": 28.0, "gap_db": -0.5},
+        {**row, "seed": 1, "final_psnr": 29.0, "gap_db": -0.3},
+        {**row, "codec": "none", "seed": 0, "final_psnr": 28.5, "gap_db": 0.0},  # one seed: no mean row
+    ]
+    (mean,) = seed_means(rows)
+    assert mean["seeds"] == [0, 1] and mean["final_psnr"] == pytest.approx(28.5)
+    assert mean["final_psnr_sd"] == pytest.approx(0.5**0.5) and mean["gap_db"] == pytest.approx(-0.4)
+    records = list(store.latest_records(store.read_records(FIXTURE)).values())
+    record = next(r for r in records if r["status"] == "ok" and r["config"]["codec"] == "balanced")
+    ef21 = {**record, "config": {**record["config"], "error-feedback": "ef21"}}
+    assert front_rows([ef21])[0]["codec"] == "balanced, EF21"
 
 
 def test_the_front_files_load_and_the_plots_decode(folder):

@@ -5,7 +5,7 @@ and :func:`render_run_report` for a run folder. Importing this package selects m
 """
 
 from simulations.report.extras import EXTRAS, audit_rows, extra_rows, extras_table
-from simulations.report.front import front_rows, write_front
+from simulations.report.front import front_rows, seed_means, write_front
 from simulations.report.markdown import baselines_table, cells_table, eps_text, markdown_table, series_table
 from simulations.report.plots import (
     bytes_axis,
@@ -50,6 +50,7 @@ __all__ = [
     "plot_psnr_vs_uplink",
     "render_report",
     "render_run_report",
+    "seed_means",
     "series_table",
     "summarize",
     "write_front",

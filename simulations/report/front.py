@@ -24,7 +24,7 @@ from fedcompress.federation.records import RoundRow
 from simulations.report.plots import bytes_axis, legend_outside, min_span
 from simulations.sweep.store import latest_records, read_records
 
-__all__ = ["front_rows", "write_front"]
+__all__ = ["front_rows", "seed_means", "write_front"]
 
 _PRIVACY_KEYS = ("dp", "dp-noise", "target-epsilon", "noise-multiplier", "clip-norm")
 
@@ -37,9 +37,14 @@ def _privacy(cfg: Mapping[str, Any]) -> str:
     return f"{level} {budget}"
 
 
+_FEEDBACK = {"ef21": "EF21", "off": "no error feedback"}  # the default, residual feedback, goes unsaid
+
+
 def _codec(cfg: Mapping[str, Any]) -> str:
     keep = float(cfg.get("dp-keep", 1.0))
-    return cfg["codec"] if keep >= 1.0 else f"dp-keep {keep:g} + {cfg['codec']}"
+    codec = cfg["codec"] if keep >= 1.0 else f"dp-keep {keep:g} + {cfg['codec']}"
+    feedback = _FEEDBACK.get(str(cfg.get("error-feedback", "residual")))
+    return codec if feedback is None or cfg["codec"] == "none" else f"{codec}, {feedback}"
 
 
 def _reference_key(cfg: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -92,12 +97,74 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def seed_means(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same cell label, privacy and codec run with several seeds: mean and spread of each."""
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["label"], row["privacy"], row["codec"]), []).append(row)
+    out = []
+    for (label, privacy, codec), group in groups.items():
+        if len(group) < 2:
+            continue
+        finals = [float(r["final_psnr"]) for r in group]
+        gaps = [float(r["gap_db"]) for r in group if r["gap_db"] is not None]
+        ratios = [float(r["ratio_vs_float32"]) for r in group if r["ratio_vs_float32"] is not None]
+        out.append(
+            {
+                "label": label,
+                "privacy": privacy,
+                "codec": codec,
+                "seeds": sorted(r["seed"] for r in group),
+                "ratio_vs_float32": sum(ratios) / len(ratios) if ratios else None,
+                "final_psnr": _mean(finals),
+                "final_psnr_sd": _sd(finals),
+                "gap_db": _mean(gaps) if gaps else None,
+                "gap_db_sd": _sd(gaps) if gaps else None,
+            }
+        )
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _sd(values: Sequence[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _means_markdown(means: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not means:
+        return []
+    lines = [
+        "",
+        "Over seeds (mean +- sample sd; 'vs dense' pairs each seed with the dense cell of that seed):",
+        "",
+        "| cell | privacy | codec | seeds | x vs float32 | final dB | vs dense dB |",
+        "|" + "---|" * 4 + "---:|" * 3,
+    ]
+    for m in means:
+        gap = "-" if m["gap_db"] is None else f"{m['gap_db']:+.2f} +- {m['gap_db_sd']:.2f}"
+        lines.append(
+            f"| {m['label']} | {m['privacy']} | `{m['codec']}` | {', '.join(map(str, m['seeds']))} | "
+            f"{_fmt(m['ratio_vs_float32'], '.1f')} | {m['final_psnr']:.2f} +- {m['final_psnr_sd']:.2f} | {gap} |"
+        )
+    return lines
+
+
 def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    header = "| cell | privacy | codec | B/client/round | x vs float32 | final dB | best dB | vs dense dB | s/round |"
-    lines = [header, "|" + "---|" * 3 + "---:|" * 6]
+    header = (
+        "| cell | privacy | codec | seed | B/client/round | x vs float32 | final dB | best dB | vs dense dB | s/round |"
+    )
+    lines = [header, "|" + "---|" * 3 + "---:|" * 7]
     for r in rows:
         lines.append(
-            f"| {r['label']} | {r['privacy']} | `{r['codec']}` | {_fmt(r['bytes_per_client_round'], ',.0f')} | "
+            f"| {r['label']} | {r['privacy']} | `{r['codec']}` | {r['seed']} | "
+            f"{_fmt(r['bytes_per_client_round'], ',.0f')} | "
             f"{_fmt(r['ratio_vs_float32'], '.1f')} | {_fmt(r['final_psnr'], '.2f')} | {_fmt(r['best_psnr'], '.2f')} | "
             f"{_fmt(r['gap_db'], '+.2f')} | {_fmt(r['seconds_per_round'], '.1f')} |"
         )
@@ -105,6 +172,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     lines.append("")
     lines.append(f"Noisy input (do nothing): {', '.join(f'{f:.2f}' for f in floors)} dB. 'vs dense' is the gap to the")
     lines.append("dense float32 cell with the same privacy settings and seed.")
+    lines += _means_markdown(seed_means(rows))
     privacy = sorted({r["privacy_line"] for r in rows if r["privacy_line"]})
     if privacy:
         lines += ["", "Privacy:", *[f"- {line}" for line in privacy]]
