@@ -28,7 +28,10 @@ DOCS: Mapping[str, str] = {
     "server-lr": "server learning rate applied to the aggregated update (1 = FedAvg)",
     "server-momentum": "server momentum (FedAvgM); 0 = none (adam: beta1, 0 means 0.9)",
     "server-optimizer": "sgd (FedAvg, FedAvgM) or adam (FedAdam: use server-lr 0.01-0.1)",
-    "codec": "uplink codec: a preset (none, zstd, q8, balanced, aggressive, powersgd, ultra) or a spec (topk:0.01+q:4)",
+    "codec": (
+        "uplink codec: a preset (none, zstd, q8, balanced, aggressive, powersgd, ultra, private) or a spec "
+        "(topk:0.01+q:4)"
+    ),
     "downlink-codec": "codec for the global model sent to clients",
     "codec-framing": "compact: an 8-byte digest of the shared model layout replaces the tensor table (both ways)",
     "error-feedback": (
