@@ -47,6 +47,29 @@ def _codec(cfg: Mapping[str, Any]) -> str:
     return codec if feedback is None or cfg["codec"] == "none" else f"{codec}, {feedback}"
 
 
+def _variant(cfg: Mapping[str, Any]) -> str:
+    """The server optimizer when it is not plain FedAvg (the codec and privacy are named elsewhere)."""
+    if cfg.get("server-optimizer") == "adam":
+        return "FedAdam"
+    momentum = float(cfg.get("server-momentum", 0.0))
+    return f"FedAvgM {momentum:g}" if momentum > 0 else ""
+
+
+def _name(row: Mapping[str, Any], seeded: set[tuple[str, str, str]]) -> str:
+    """A point's or curve's name in the plots: codec, server optimizer, and the seed where it ran with several."""
+    key = (row["privacy"], row["codec"], row["variant"])
+    parts = [row["codec"], row["variant"], f"seed {row['seed']}" if key in seeded else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _seeded(rows: Sequence[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """(privacy, codec, variant) of the rows that ran with more than one seed."""
+    seen: dict[tuple[str, str, str], set[Any]] = {}
+    for r in rows:
+        seen.setdefault((r["privacy"], r["codec"], r["variant"]), set()).add(r["seed"])
+    return {key for key, seeds in seen.items() if len(seeds) > 1}
+
+
 def _reference_key(cfg: Mapping[str, Any]) -> tuple[Any, ...]:
     return (*(cfg[k] for k in _PRIVACY_KEYS), cfg["seed"])
 
@@ -69,6 +92,7 @@ def front_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "codec": _codec(cfg),
                 "privacy": _privacy(cfg),
                 "seed": cfg["seed"],
+                "variant": _variant(cfg),
                 "bytes_per_client_round": uplink / clients if uplink and clients else None,
                 "ratio_vs_float32": dense / uplink if uplink and dense else None,
                 "total_uplink_bytes": uplink,
@@ -186,6 +210,8 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     for row in rows:
         groups.setdefault(row["privacy"], []).append(row)
     colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(groups)}
+    seeded = _seeded(rows)
+    placed: list[tuple[float, float, float]] = []
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, group in groups.items():
         group = sorted((r for r in group if r["total_uplink_bytes"]), key=lambda r: r["total_uplink_bytes"])
@@ -197,17 +223,12 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
             label=name,
         )
         for r in group:
-            ax.annotate(
-                r["codec"],
-                (r["total_uplink_bytes"], r["final_psnr"]),
-                fontsize=6,
-                xytext=(4, 2),
-                textcoords="offset points",
-            )
+            placed.append(_annotate(ax, r, _name(r, seeded), placed))
     floor = next((r["noisy_psnr"] for r in rows if r["noisy_psnr"] is not None), None)
     if floor is not None:
         ax.axhline(floor, color="0.5", linestyle=":", label="noisy input (do nothing)")
     ax.set_xscale("log")
+    ax.margins(x=0.12)  # room for the labels of the right-most points
     bytes_axis(ax.xaxis)
     min_span(ax)
     ax.set_xlabel("total uplink bytes over the run (log scale)")
@@ -219,9 +240,12 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
+    palette = plt.get_cmap("tab20")
+    for i, r in enumerate(rows):
         curve = r["psnr_per_round"]
-        ax.plot(range(1, len(curve) + 1), curve, marker=".", label=f"{r['privacy']}: {r['codec']}")
+        style = "-" if r["privacy"] == "no DP" else "--"
+        label = f"{r['privacy']}: {_name(r, seeded)}"
+        ax.plot(range(1, len(curve) + 1), curve, style, marker=".", color=palette(i % 20), label=label)
     ax.set_xlabel("round")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("PSNR per round")
@@ -230,6 +254,18 @@ def _plots(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     legend_outside(ax)
     fig.savefig(out / "rounds.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def _annotate(
+    ax: Any, row: Mapping[str, Any], text: str, placed: Sequence[tuple[float, float, float]]
+) -> tuple[float, float, float]:
+    """Label a point, moved down past labels already placed near it; returns where it went (log x, y, offset)."""
+    x, y = math.log10(row["total_uplink_bytes"]), float(row["final_psnr"])
+    dy = 2.0
+    while any(abs(x - px) < 0.35 and abs(y - py) < 0.12 and abs(dy - pd) < 7 for px, py, pd in placed):
+        dy -= 8.0
+    ax.annotate(text, (row["total_uplink_bytes"], y), fontsize=6, xytext=(4, dy), textcoords="offset points")
+    return x, y, dy
 
 
 def write_front(store_dir: str | Path) -> list[dict[str, Any]]:
